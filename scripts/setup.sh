@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Everything `make run` and `make test` need, from a fresh machine, idempotently:
+# system packages and TimescaleDB, running PostgreSQL and Redis, .venv, the database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'setup: %s\n' "$*"; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+$SUDO bash scripts/install-timescaledb.sh
+$SUDO bash scripts/services.sh
+
+PYTHON="${PYTHON:-python3}"
+stamp=.venv/.installed
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing the package and its dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  echo "$want" >"$stamp"
+fi
+
+if [ "${SKIP_DB_SETUP:-0}" != 1 ]; then
+  log "database: setup-db and migrations"
+  .venv/bin/auditlog migrate --setup
+fi

@@ -1,0 +1,1 @@
+"""auditlog: an append-only, tamper-evident audit trail for microservices."""

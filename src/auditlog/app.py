@@ -1,0 +1,101 @@
+"""create_app(settings) -> falcon.App: every route, and the one place errors become HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+import falcon.media
+import orjson
+import structlog
+
+from auditlog import errors
+from auditlog.controllers.docs import OpenApiResource
+from auditlog.controllers.events import EventResource, EventsResource
+from auditlog.controllers.health import HealthResource, ReadinessResource
+from auditlog.controllers.middleware import RequestContext
+from auditlog.controllers.stats import BucketsResource
+from auditlog.openapi import build_openapi
+from auditlog.runtime import ApiRuntime
+from auditlog.services.health import ReadinessService
+from auditlog.settings import Settings
+
+log = structlog.get_logger("auditlog.http")
+
+# Domain error -> (status, title). The description is the error's own message.
+_STATUS: dict[type[errors.AuditlogError], tuple[str, str]] = {
+    errors.MalformedBody: (falcon.HTTP_400, "Malformed body"),
+    errors.InvalidQuery: (falcon.HTTP_400, "Invalid query parameter"),
+    errors.NotFound: (falcon.HTTP_404, "Not found"),
+    errors.BodyTooLarge: (falcon.HTTP_413, "Payload too large"),
+    errors.UnsupportedMediaType: (falcon.HTTP_415, "Unsupported media type"),
+    errors.InvalidEvents: (falcon.HTTP_422, "Invalid events"),
+    errors.Overloaded: (falcon.HTTP_503, "Overloaded"),
+    errors.Unavailable: (falcon.HTTP_503, "Service unavailable"),
+}
+
+
+def _handle_domain_error(
+    req: falcon.Request, resp: falcon.Response, exc: errors.AuditlogError, params: Any
+) -> None:
+    status, title = _STATUS.get(type(exc), (falcon.HTTP_400, "Bad request"))
+    body: dict[str, Any] = {"title": title, "description": str(exc)}
+    if isinstance(exc, errors.InvalidEvents):
+        body["errors"] = [e.as_dict() for e in exc.errors]
+    if isinstance(exc, errors.Overloaded | errors.Unavailable):
+        resp.set_header("Retry-After", str(exc.retry_after_s))
+    req.context.log_fields = {"refused": title}
+    resp.status = status
+    resp.media = body
+
+
+def _handle_unexpected(
+    req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any
+) -> None:
+    # Falcon's own HTTPError (unknown route, 405, bad header) has a more specific handler.
+    log.exception("unhandled error", method=req.method, path=req.path)
+    resp.status = falcon.HTTP_500
+    resp.media = {"title": "Internal error", "description": "the failure is logged"}
+
+
+_FALCON_DESCRIPTIONS = {
+    404: "no such route; see /openapi.json",
+    405: "this method is not allowed here; the audit log is append-only: events can be "
+    "added and read, never changed or deleted",
+}
+
+
+def _serialize_http_error(
+    req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError
+) -> None:
+    """Falcon's own errors in our shape: always a title and a description."""
+    body = exc.to_dict()
+    body.setdefault("description", _FALCON_DESCRIPTIONS.get(exc.status_code, body["title"]))
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = orjson.dumps(body)
+
+
+def create_app(settings: Settings, *, runtime: ApiRuntime | None = None) -> falcon.App:
+    """Build the WSGI app; collaborators are built from settings unless passed in."""
+    runtime = runtime or ApiRuntime.build(settings)
+    app = falcon.App(middleware=[RequestContext()])
+    json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.req_options.strip_url_path_trailing_slash = True
+
+    readiness = ReadinessService({"postgres": runtime.store.ping, "redis": runtime.stream.ping})
+    app.add_route(
+        "/v1/events",
+        EventsResource(runtime.ingest, runtime.queries, max_body_bytes=settings.max_body_bytes),
+    )
+    app.add_route("/v1/events/{event_id}", EventResource(runtime.queries))
+    app.add_route("/v1/stats/buckets", BucketsResource(runtime.queries))
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadinessResource(readiness))
+    app.add_route("/openapi.json", OpenApiResource(build_openapi(settings)))
+
+    app.set_error_serializer(_serialize_http_error)
+    app.add_error_handler(Exception, _handle_unexpected)
+    app.add_error_handler(errors.AuditlogError, _handle_domain_error)
+    return app

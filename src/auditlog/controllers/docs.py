@@ -1,0 +1,15 @@
+"""/openapi.json: the API's one source of truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+
+class OpenApiResource:
+    def __init__(self, document: dict[str, Any]):
+        self._document = document
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self._document

@@ -1,0 +1,69 @@
+"""/v1/events: post events; list them; get one."""
+
+from __future__ import annotations
+
+import falcon
+
+from auditlog.errors import BodyTooLarge, UnsupportedMediaType
+from auditlog.services.ingest import EnvelopeFormat, IngestService
+from auditlog.services.queries import QueryService
+
+_FORMATS = {fmt.value: fmt for fmt in EnvelopeFormat}
+
+
+def envelope_format(content_type: str | None) -> EnvelopeFormat:
+    """The framing a Content-Type announces; 415 for anything else."""
+    if not content_type:
+        raise UnsupportedMediaType(
+            f"send a Content-Type: one of {', '.join(_FORMATS)}"
+        )
+    media_type, params = falcon.parse_header(content_type)
+    fmt = _FORMATS.get(media_type.lower())
+    if fmt is None:
+        raise UnsupportedMediaType(
+            f"{media_type!r} is not accepted; use one of {', '.join(_FORMATS)}"
+        )
+    charset = params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"charset {charset!r} is not accepted; send UTF-8")
+    return fmt
+
+
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    """The whole body, refusing (413) one longer than limit without reading it all."""
+    if req.content_length is not None and req.content_length > limit:
+        raise BodyTooLarge(f"the body is {req.content_length} bytes; the limit is {limit}")
+    body = req.bounded_stream.read(limit + 1)
+    if len(body) > limit:
+        raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
+    return body
+
+
+class EventsResource:
+    """POST enqueues events (202); GET lists them, newest first, a page at a time."""
+
+    def __init__(self, ingest: IngestService, queries: QueryService, *, max_body_bytes: int):
+        self._ingest = ingest
+        self._queries = queries
+        self._max_body_bytes = max_body_bytes
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        fmt = envelope_format(req.content_type)
+        body = read_body(req, self._max_body_bytes)
+        ids = self._ingest.submit(body, fmt, request_id=req.context.request_id)
+        resp.status = falcon.HTTP_202
+        resp.media = {"accepted": len(ids), "ids": ids}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        page = self._queries.list(req.params)
+        resp.media = {"events": page.events, "next_cursor": page.next_cursor}
+
+
+class EventResource:
+    """GET one stored event by id. There is no PUT, PATCH or DELETE: 405."""
+
+    def __init__(self, queries: QueryService):
+        self._queries = queries
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, event_id: str) -> None:
+        resp.media = self._queries.get(event_id)

@@ -1,0 +1,23 @@
+"""/healthz (the process answers) and /readyz (its backends answer too)."""
+
+from __future__ import annotations
+
+import falcon
+
+from auditlog.services.health import ReadinessService
+
+
+class HealthResource:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class ReadinessResource:
+    def __init__(self, readiness: ReadinessService):
+        self._readiness = readiness
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        checks = self._readiness.check()
+        ready = all(value == "ok" for value in checks.values())
+        resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
+        resp.media = {"status": "ready" if ready else "not ready", "checks": checks}

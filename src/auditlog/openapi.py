@@ -1,0 +1,344 @@
+"""The OpenAPI 3.1 document: the one description of the API, served at /openapi.json.
+
+Request schemas come from the pydantic models that validate events, so the document and the
+validation cannot drift; tests/integration/test_openapi.py keeps the rest true.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from auditlog.services.envelope import (
+    ACTION_PATTERN,
+    OUTCOMES,
+    SERVICE_PATTERN,
+    TYPE_PATTERN,
+    EventIn,
+)
+from auditlog.services.queries import DEFAULT_LIMIT, MAX_LIMIT
+from auditlog.settings import Settings
+from auditlog.storage.events import GROUP_KEYS
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_TIMESTAMP = {"type": "string", "format": "date-time"}
+_UUID = {"type": "string", "format": "uuid"}
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    event_in = EventIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = event_in.pop("$defs", {})
+    party_out = {
+        "type": ["object", "null"],
+        "required": ["id"],
+        "properties": {"id": {"type": "string"}, "type": _NULLABLE_STRING},
+        "additionalProperties": True,
+    }
+    return {
+        **defs,
+        "EventIn": event_in,
+        "CloudEvent": {
+            "type": "object",
+            "description": (
+                "A CloudEvents 1.0 event in structured mode. `source` is the service, `time` "
+                "is occurred_at, `subject` is subject.id; the extension attributes `actorid`, "
+                "`actortype`, `subjecttype`, `action` and `outcome` fill those fields, and any "
+                "other extension attribute is kept in `context`. A non-UUID `id` becomes a "
+                "UUIDv5 of source and id (the original is kept as context.cloudevents_id)."
+            ),
+            "required": ["specversion", "id", "source", "type", "time"],
+            "properties": {
+                "specversion": {"const": "1.0"},
+                "id": {"type": "string", "minLength": 1},
+                "source": {"type": "string", "pattern": SERVICE_PATTERN},
+                "type": {"type": "string", "pattern": TYPE_PATTERN, "maxLength": 128},
+                "time": _TIMESTAMP,
+                "subject": {"type": "string"},
+                "subjecttype": {"type": "string"},
+                "actorid": {"type": "string"},
+                "actortype": {"type": "string"},
+                "action": {"type": "string", "pattern": ACTION_PATTERN},
+                "outcome": {"enum": list(OUTCOMES)},
+                "datacontenttype": {"type": "string"},
+                "data": {"type": "object"},
+            },
+            "additionalProperties": True,
+        },
+        "StoredEvent": {
+            "type": "object",
+            "description": "An event as stored: the envelope plus what the server added.",
+            "required": [
+                "id", "seq", "type", "service", "occurred_at", "received_at", "publisher",
+                "actor", "subject", "action", "outcome", "context", "data",
+            ],
+            "properties": {
+                "id": _UUID,
+                "seq": {"type": "integer", "minimum": 0,
+                        "description": "Position in the log: global, gapless, commit order."},
+                "type": {"type": "string"},
+                "service": {"type": "string"},
+                "occurred_at": _TIMESTAMP,
+                "received_at": {**_TIMESTAMP, "description": "When the server accepted it."},
+                "publisher": _NULLABLE_STRING,
+                "actor": party_out,
+                "subject": party_out,
+                "action": _NULLABLE_STRING,
+                "outcome": {"enum": list(OUTCOMES)},
+                "context": {"type": ["object", "null"]},
+                "data": {"type": "object"},
+            },
+            "additionalProperties": False,
+        },
+        "Accepted": {
+            "type": "object",
+            "required": ["accepted", "ids"],
+            "properties": {
+                "accepted": {"type": "integer", "minimum": 1},
+                "ids": {"type": "array", "items": _UUID,
+                        "description": "The stored ids, in input order."},
+            },
+            "additionalProperties": False,
+        },
+        "EventPage": {
+            "type": "object",
+            "required": ["events", "next_cursor"],
+            "properties": {
+                "events": {"type": "array", "items": _ref("StoredEvent")},
+                "next_cursor": _NULLABLE_STRING,
+            },
+            "additionalProperties": False,
+        },
+        "Buckets": {
+            "type": "object",
+            "required": ["width", "group_by", "buckets"],
+            "properties": {
+                "width": {"type": "string"},
+                "group_by": _NULLABLE_STRING,
+                "buckets": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["start", "count"],
+                        "properties": {
+                            "start": _TIMESTAMP,
+                            "count": {"type": "integer", "minimum": 0},
+                            "key": _NULLABLE_STRING,
+                        },
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            "additionalProperties": False,
+        },
+        "Error": {
+            "type": "object",
+            "required": ["title"],
+            "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+        },
+        "ValidationErrors": {
+            "type": "object",
+            "required": ["title", "description", "errors"],
+            "properties": {
+                "title": {"type": "string"},
+                "description": {"type": "string"},
+                "errors": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "field", "message"],
+                        "properties": {
+                            "index": {"type": "integer", "minimum": 0},
+                            "field": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                        "additionalProperties": False,
+                    },
+                },
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string"}},
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "checks"],
+            "properties": {
+                "status": {"enum": ["ready", "not ready"]},
+                "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string", "minLength": 1},
+    }
+
+
+FILTERS = [
+    _query("service", "Exact producing service."),
+    _query("type", "Exact type, or a prefix ending in `*`, e.g. `customer.*`."),
+    _query("actor_type", "actor.type equals."),
+    _query("actor_id", "actor.id equals."),
+    _query("subject_type", "subject.type equals."),
+    _query("subject_id", "subject.id equals."),
+    _query("action", "action equals."),
+    _query("outcome", "outcome equals.", {"enum": list(OUTCOMES)}),
+    _query("trace_id", "context.trace_id equals."),
+    _query("publisher", "The name of the API key that sent the event."),
+    _query("since", "occurred_at ≥ since (RFC 3339).", _TIMESTAMP),
+    _query("until", "occurred_at < until (RFC 3339).", _TIMESTAMP),
+]
+
+
+def build_openapi(settings: Settings) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document for this deployment's limits."""
+    max_events = settings.max_events_per_request
+    post_body = {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "oneOf": [
+                        _ref("EventIn"),
+                        {"type": "array", "items": _ref("EventIn"),
+                         "minItems": 1, "maxItems": max_events},
+                    ]
+                }
+            },
+            "application/cloudevents+json": {"schema": _ref("CloudEvent")},
+            "application/cloudevents-batch+json": {
+                "schema": {"type": "array", "items": _ref("CloudEvent"),
+                           "minItems": 1, "maxItems": max_events}
+            },
+        },
+    }
+    list_parameters = [
+        *FILTERS,
+        _query("limit", f"Page size, 1 to {MAX_LIMIT}.",
+               {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
+        _query("order", "By occurred_at, ties by seq.",
+               {"enum": ["desc", "asc"], "default": "desc"}),
+        _query("cursor", "next_cursor of the previous page (same filters and order)."),
+    ]
+    bucket_parameters = [
+        *[{**p, "required": True} if p["name"] in ("since", "until") else p for p in FILTERS],
+        _query("width", "Bucket width: a number and m, h or d, e.g. 5m, 1h, 1d.",
+               {"type": "string", "pattern": r"^[1-9][0-9]{0,4}[mhd]$", "default": "1h"}),
+        _query("group_by", "Count per value of this field.", {"enum": list(GROUP_KEYS)}),
+    ]
+    bad_query = _error("A query parameter is unknown, repeated or malformed.")
+    unavailable = _error("A backend (PostgreSQL or Redis) does not answer, or the writers "
+                         "are behind; see Retry-After.")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "auditlog",
+            "version": "1",
+            "description": (
+                "An append-only, tamper-evident audit trail. Producers POST events; auditors "
+                "query them. Nothing stored can be changed or deleted."
+            ),
+        },
+        "paths": {
+            "/v1/events": {
+                "post": {
+                    "operationId": "postEvents",
+                    "summary": f"Submit one event or an array of 1 to {max_events}: all or none.",
+                    "requestBody": post_body,
+                    "responses": {
+                        "202": _json(_ref("Accepted"), "Every event is queued to be stored."),
+                        "400": _error("The body is not JSON, or not an event or an array."),
+                        "413": _error("The body or the number of events is over the limit."),
+                        "415": _error("The Content-Type is not one of those accepted."),
+                        "422": _json(_ref("ValidationErrors"),
+                                     "Some event breaks a rule; nothing was queued."),
+                        "503": unavailable,
+                    },
+                },
+                "get": {
+                    "operationId": "listEvents",
+                    "summary": "List events, filtered, one page at a time (keyset cursor).",
+                    "parameters": list_parameters,
+                    "responses": {
+                        "200": _json(_ref("EventPage"), "A page of events."),
+                        "400": bad_query,
+                        "503": unavailable,
+                    },
+                },
+            },
+            "/v1/events/{event_id}": {
+                "get": {
+                    "operationId": "getEvent",
+                    "summary": "One stored event.",
+                    "parameters": [{"name": "event_id", "in": "path", "required": True,
+                                    "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": _json(_ref("StoredEvent"), "The event."),
+                        "404": _error("No event has this id."),
+                        "503": unavailable,
+                    },
+                },
+            },
+            "/v1/stats/buckets": {
+                "get": {
+                    "operationId": "countBuckets",
+                    "summary": "Event counts per time bucket over [since, until), zero-filled.",
+                    "parameters": bucket_parameters,
+                    "responses": {
+                        "200": _json(_ref("Buckets"), "Counts per bucket (and key)."),
+                        "400": bad_query,
+                        "503": unavailable,
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "The process answers.",
+                    "responses": {"200": _json(_ref("Health"), "Alive.")},
+                },
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "PostgreSQL and Redis answer.",
+                    "responses": {
+                        "200": _json(_ref("Readiness"), "Ready."),
+                        "503": _json(_ref("Readiness"), "Not ready; checks say why."),
+                    },
+                },
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document.",
+                    "responses": {"200": {"description": "OpenAPI 3.1",
+                                          "content": {JSON: {"schema": {"type": "object"}}}}},
+                },
+            },
+        },
+        "components": {"schemas": _schemas(settings)},
+    }

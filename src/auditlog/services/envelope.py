@@ -1,0 +1,310 @@
+"""The event envelope: what a producer may send, checked and put into its stored form.
+
+The envelope has a fixed set of invariant fields (who, what, to what, when, where, outcome)
+and one open object, `data`, for the application-specific content. New event types need no
+code or schema change. The pydantic models here are also the source of the OpenAPI schemas.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
+
+from auditlog.canonical import format_timestamp, parse_timestamp
+from auditlog.errors import FieldError
+
+TYPE_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
+SERVICE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+ACTION_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+OUTCOMES = ("success", "failure", "unknown")
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# I-JSON (RFC 7493): integers outside this range do not survive a trip through most parsers,
+# and the integrity hash (RFC 8785) cannot represent them.
+MAX_SAFE_INTEGER = 2**53 - 1
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _timestamp(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be a string holding an RFC 3339 date-time")  # noqa: TRY004
+    return parse_timestamp(value)
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class Party(BaseModel):
+    """Who did it (actor) or what it was done to (subject): `id`, usually `type`, more allowed."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: str = Field(min_length=1, max_length=256, description="The party's identifier.")
+    type: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="What kind of party, e.g. `user`, `service`, `customer`.",
+    )
+
+
+class EventIn(BaseModel):
+    """One event as a producer sends it (`application/json`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="EventIn")
+
+    id: str | None = Field(
+        default=None,
+        pattern=UUID_PATTERN,
+        description="UUID; the idempotency key. The server assigns a UUIDv7 when absent.",
+    )
+    type: str = Field(
+        max_length=128,
+        pattern=TYPE_PATTERN,
+        description="What happened: a lowercase dotted name, e.g. `customer.billed`.",
+    )
+    service: str = Field(pattern=SERVICE_PATTERN, description="The producing service.")
+    occurred_at: Timestamp = Field(
+        description="When it happened: RFC 3339 with an offset; stored in UTC, microseconds."
+    )
+    actor: Party | None = None
+    subject: Party | None = None
+    action: str | None = Field(
+        default=None, pattern=ACTION_PATTERN, description="A verb, e.g. `create`, `bill`."
+    )
+    outcome: Literal["success", "failure", "unknown"] = "unknown"
+    context: dict[str, Any] | None = Field(
+        default=None,
+        description="Where: e.g. `host`, `ip`, `region`, `trace_id`, `request_id`, `user_agent`.",
+    )
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The application-specific content; at most 64 KiB serialized.",
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds every event is checked against (from settings)."""
+
+    max_data_bytes: int = 64 * 1024
+    max_string_chars: int = 16 * 1024
+    max_depth: int = 32
+    future_skew: timedelta = timedelta(minutes=5)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) if loc else "$"
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field; put application-specific content in `data`"
+    if kind == "missing":
+        return "is required"
+    if kind == "model_type" or (kind == "dict_type" and not error["loc"]):
+        return "must be a JSON object"
+    if kind == "string_pattern_mismatch":
+        return f"must match {error['ctx']['pattern']}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    return str(error["msg"])
+
+
+def _walk(value: Any, path: str, depth: int, limits: Limits) -> Iterator[tuple[str, str]]:
+    """Yield (path, problem) for what JSON allows but an audit record must not hold."""
+    if depth > limits.max_depth:
+        yield path, f"is nested deeper than {limits.max_depth} levels"
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path, "contains U+0000, which cannot be stored"
+        if len(value) > limits.max_string_chars:
+            yield path, f"is {len(value)} characters long; the limit is {limits.max_string_chars}"
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            yield path, "is an integer outside ±(2^53−1); send it as a string"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            yield path, "is not a finite number"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}"
+            if "\x00" in key:
+                yield path, "has a key containing U+0000, which cannot be stored"
+            elif len(key) > limits.max_string_chars:
+                yield path, f"has a key longer than {limits.max_string_chars} characters"
+            yield from _walk(item, child, depth + 1, limits)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}.{index}", depth + 1, limits)
+
+
+def check_event(
+    raw: Any, index: int, now: datetime, limits: Limits
+) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """Validate one raw JSON value against the envelope.
+
+    Returns the event in stored form (without `id` when absent, `received_at`, `publisher`)
+    or the list of every problem found.
+    """
+    problems: list[FieldError] = []
+    try:
+        event: EventIn | None = EventIn.model_validate(raw)
+    except ValidationError as exc:
+        event = None
+        problems = [
+            FieldError(index, _path(e["loc"]), _message(e)) for e in exc.errors(include_url=False)
+        ]
+    if isinstance(raw, dict):
+        # What JSON allows but a stored record must not hold, in every free-form part.
+        for name in ("actor", "subject", "action", "context", "data"):
+            for path, message in _walk(raw.get(name), name, 2, limits):
+                problems.append(FieldError(index, path, message))
+        data = raw.get("data")
+        if isinstance(data, dict) and data:
+            try:
+                size = len(orjson.dumps(data))
+            except orjson.JSONEncodeError:  # an out-of-range integer, reported by _walk
+                size = 0
+            if size > limits.max_data_bytes:
+                problems.append(FieldError(
+                    index, "data", f"is {size} bytes serialized; the limit is {limits.max_data_bytes}"
+                ))
+    if event is not None:
+        if event.occurred_at > now + limits.future_skew:
+            skew = int(limits.future_skew.total_seconds())
+            problems.append(FieldError(
+                index, "occurred_at", f"is more than {skew} s ahead of the server's clock"
+            ))
+        elif event.occurred_at < EARLIEST:
+            problems.append(FieldError(index, "occurred_at", "is before 1970-01-01T00:00:00Z"))
+    if problems or event is None:
+        return None, problems
+    return {
+        "id": event.id.lower() if event.id else None,
+        "type": event.type,
+        "service": event.service,
+        "occurred_at": format_timestamp(event.occurred_at),
+        "actor": raw.get("actor"),
+        "subject": raw.get("subject"),
+        "action": event.action,
+        "outcome": event.outcome,
+        "context": event.context,
+        "data": event.data,
+    }, []
+
+
+# --- CloudEvents 1.0 ------------------------------------------------------------------------
+# Attributes mapped to the envelope; every other extension attribute lands in `context`.
+CLOUDEVENT_ATTRIBUTES = {
+    "source": "service",
+    "time": "occurred_at",
+    "subject": "subject.id",
+    "subjecttype": "subject.type",
+    "actorid": "actor.id",
+    "actortype": "actor.type",
+    "action": "action",
+    "outcome": "outcome",
+    "type": "type",
+    "data": "data",
+}
+_FIELD_TO_ATTRIBUTE = {field: attr for attr, field in CLOUDEVENT_ATTRIBUTES.items()}
+_JSON_CONTENT_TYPES = ("application/json", "text/json")
+# Non-UUID CloudEvents ids become UUIDv5 in this namespace, from `source` and `id`, so that
+# a redelivered CloudEvent deduplicates like any other event.
+CLOUDEVENTS_NAMESPACE = uuid.UUID("6f1c8a5e-3d2b-5c4f-9a7e-1b0d2c3e4f50")
+
+
+def cloudevent_id(source: str, event_id: str) -> str:
+    """The envelope id of a CloudEvent: its own id if a UUID, else UUIDv5(source, id)."""
+    try:
+        return str(uuid.UUID(event_id)) if len(event_id) == 36 else _uuid5(source, event_id)
+    except ValueError:
+        return _uuid5(source, event_id)
+
+
+def _uuid5(source: str, event_id: str) -> str:
+    return str(uuid.uuid5(CLOUDEVENTS_NAMESPACE, f"{source}\n{event_id}"))
+
+
+def from_cloudevent(raw: Any, index: int) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """Map a structured-mode CloudEvent to a raw envelope (still to be checked)."""
+    if not isinstance(raw, dict):
+        return None, [FieldError(index, "$", "must be a JSON object")]
+    problems: list[FieldError] = []
+    if raw.get("specversion") != "1.0":
+        problems.append(FieldError(index, "specversion", "must be \"1.0\""))
+    ce_id = raw.get("id")
+    if not isinstance(ce_id, str) or not ce_id:
+        problems.append(FieldError(index, "id", "is required: a non-empty string"))
+    content_type = raw.get("datacontenttype")
+    if content_type is not None and not (
+        isinstance(content_type, str)
+        and (content_type.split(";")[0].strip() in _JSON_CONTENT_TYPES
+             or content_type.split(";")[0].strip().endswith("+json"))
+    ):
+        problems.append(FieldError(index, "datacontenttype", "must be a JSON media type"))
+    if "data_base64" in raw:
+        problems.append(FieldError(index, "data_base64", "binary data is not accepted; use data"))
+    if problems:
+        return None, problems
+
+    event: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    actor: dict[str, Any] = {}
+    subject: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ("specversion", "id", "datacontenttype"):
+            continue
+        target = CLOUDEVENT_ATTRIBUTES.get(key)
+        if target is None:
+            context[key] = value  # dataschema and every extension attribute
+        elif target.startswith("actor."):
+            actor[target[6:]] = value
+        elif target.startswith("subject."):
+            subject[target[8:]] = value
+        else:
+            event[target] = value
+    source = event.get("service")
+    if isinstance(source, str):
+        event["id"] = cloudevent_id(source, str(ce_id))
+        if event["id"] != str(ce_id).lower():
+            context["cloudevents_id"] = ce_id
+    if actor:
+        event["actor"] = actor
+    if subject:
+        event["subject"] = subject
+    if context:
+        event["context"] = context
+    return event, []
+
+
+def cloudevent_field(field: str) -> str:
+    """Name a problem by the CloudEvents attribute the producer sent, not our field."""
+    head = field.split(".", 2)
+    for candidate in (".".join(head[:2]), head[0]):
+        if candidate in _FIELD_TO_ATTRIBUTE:
+            rest = field[len(candidate) :]
+            return _FIELD_TO_ATTRIBUTE[candidate] + rest
+    return field

@@ -1,0 +1,122 @@
+"""Ingest: check a request's events, stamp them, and put them in the stream, all or nothing."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import uuid_utils
+from pydantic_core import from_json
+
+from auditlog.canonical import format_timestamp
+from auditlog.errors import BodyTooLarge, FieldError, InvalidEvents, MalformedBody
+from auditlog.services.envelope import Limits, check_event, cloudevent_field, from_cloudevent
+from auditlog.storage.stream import EventStream
+
+
+class EnvelopeFormat(enum.Enum):
+    """How the events in a request body are framed."""
+
+    NATIVE = "application/json"
+    CLOUDEVENT = "application/cloudevents+json"
+    CLOUDEVENT_BATCH = "application/cloudevents-batch+json"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return str(uuid_utils.uuid7())
+
+
+class IngestService:
+    """Turns a request body into stored-form events in the stream, or says exactly why not."""
+
+    def __init__(
+        self,
+        stream: EventStream,
+        limits: Limits,
+        *,
+        max_events: int,
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], str] = new_event_id,
+    ):
+        self._stream = stream
+        self._limits = limits
+        self._max_events = max_events
+        self._clock = clock
+        self._new_id = new_id
+
+    def submit(
+        self,
+        body: bytes,
+        fmt: EnvelopeFormat,
+        *,
+        publisher: str | None = None,
+        request_id: str | None = None,
+    ) -> list[str]:
+        """Enqueue every event of the body and return their ids in input order."""
+        items = self._items(body, fmt)
+        now = self._clock()
+        events: list[dict[str, Any]] = []
+        errors: list[FieldError] = []
+        first_index: dict[str, int] = {}
+        for index, raw in enumerate(items):
+            cloud = fmt is not EnvelopeFormat.NATIVE
+            if cloud:
+                raw, problems = from_cloudevent(raw, index)
+                if problems:
+                    errors.extend(problems)
+                    continue
+            event, problems = check_event(raw, index, now, self._limits)
+            if cloud:
+                problems = [FieldError(p.index, cloudevent_field(p.field), p.message)
+                            for p in problems]
+            errors.extend(problems)
+            if event is None:
+                continue
+            if event["id"] is not None:
+                seen = first_index.setdefault(event["id"], index)
+                if seen != index:
+                    errors.append(FieldError(index, "id", f"repeats the id of event {seen}"))
+            events.append(event)
+        if errors:
+            raise InvalidEvents(errors)
+
+        received_at = format_timestamp(now)
+        for event in events:
+            if event["id"] is None:
+                event["id"] = self._new_id()
+            event["received_at"] = received_at
+            event["publisher"] = publisher
+        self._stream.append([orjson.dumps(e) for e in events], request_id)
+        return [e["id"] for e in events]
+
+    def _items(self, body: bytes, fmt: EnvelopeFormat) -> list[Any]:
+        if not body:
+            raise MalformedBody("the body is empty; send an event or an array of events")
+        try:
+            value = from_json(body, allow_inf_nan=False)
+        except ValueError as exc:
+            raise MalformedBody(f"the body is not valid JSON: {exc}") from None
+        if isinstance(value, dict) and fmt is not EnvelopeFormat.CLOUDEVENT_BATCH:
+            return [value]
+        if isinstance(value, list) and fmt is not EnvelopeFormat.CLOUDEVENT:
+            if not value:
+                raise MalformedBody("the array is empty; send 1 to "
+                                    f"{self._max_events} events")
+            if len(value) > self._max_events:
+                raise BodyTooLarge(
+                    f"{len(value)} events in one request; the limit is {self._max_events}"
+                )
+            return value
+        expected = {
+            EnvelopeFormat.NATIVE: "an event object or an array of events",
+            EnvelopeFormat.CLOUDEVENT: "one CloudEvent object",
+            EnvelopeFormat.CLOUDEVENT_BATCH: "an array of CloudEvent objects",
+        }[fmt]
+        raise MalformedBody(f"the body must be {expected}")

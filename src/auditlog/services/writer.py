@@ -1,0 +1,199 @@
+"""The batch writer: moves events from the stream into PostgreSQL, many per round trip.
+
+Delivery is at least once (an entry leaves the stream only after its batch commits) and the
+store deduplicates on id, so each accepted event is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from auditlog.storage.events import EventStore, StoreRejected, StoreUnavailable
+from auditlog.storage.stream import Entry, EventStream
+
+log = structlog.get_logger("auditlog.writer")
+
+REQUIRED_KEYS = ("id", "type", "service", "occurred_at", "received_at", "outcome")
+
+
+@dataclass
+class DrainReport:
+    """What one drain did; returned by the Celery task, so Flower shows it."""
+
+    batches: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    largest_batch: int = 0
+    retries: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class _Stop(Exception):
+    """The drain must end now (deadline or lost lease); what is unwritten stays pending."""
+
+
+def parse_entry(entry: Entry) -> dict[str, Any]:
+    """The event an entry carries; ValueError if it can never be written."""
+    if entry.payload is None:
+        raise ValueError("the entry has no payload")
+    event = orjson.loads(entry.payload)
+    if not isinstance(event, dict):
+        raise ValueError("the payload is not a JSON object")  # noqa: TRY004
+    missing = [key for key in REQUIRED_KEYS if not event.get(key)]
+    if missing:
+        raise ValueError(f"the payload lacks {', '.join(missing)}")
+    return event
+
+
+class BatchWriter:
+    """Reads batches for one consumer name and writes each in one transaction."""
+
+    def __init__(
+        self,
+        stream: EventStream,
+        store: EventStore,
+        *,
+        batch_max: int,
+        block_ms: int,
+        claim_idle_ms: int,
+        max_attempts: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        on_batch: Callable[[int, list[Entry], list[dict[str, Any]]], None] | None = None,
+    ):
+        self._stream = stream
+        self._store = store
+        self._batch_max = batch_max
+        self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
+        self._max_attempts = max_attempts
+        self._clock = clock
+        self._sleep = sleep
+        self._on_batch = on_batch
+        self._group_ready = False
+
+    def drain(
+        self, consumer: str, *, deadline: float, keep_going: Callable[[], bool]
+    ) -> DrainReport:
+        """Write batches until the deadline passes or keep_going() says stop.
+
+        Starts with the consumer's own pending entries: those a previous holder of this
+        consumer name read but did not acknowledge (it died, or the database was down).
+        """
+        if not self._group_ready:
+            self._stream.ensure_group()
+            self._group_ready = True
+        report = DrainReport()
+        own_pending = True
+        next_claim = self._clock()
+        try:
+            while self._clock() < deadline and keep_going():
+                if own_pending:
+                    entries = self._stream.read(consumer, self._batch_max, 0, pending=True)
+                    own_pending = bool(entries)
+                    if not entries:
+                        continue
+                else:
+                    entries = []
+                    if self._clock() >= next_claim:
+                        entries = self._stream.claim_stale(
+                            consumer, self._claim_idle_ms, self._batch_max
+                        )
+                        next_claim = self._clock() + self._claim_idle_ms / 4000
+                    if not entries:
+                        entries = self._stream.read(
+                            consumer, self._batch_max, self._block_ms, pending=False
+                        )
+                if entries and self._write(consumer, entries, deadline, keep_going, report):
+                    own_pending = True  # something was left pending: try it again first
+        except _Stop:
+            pass
+        return report
+
+    def _write(
+        self,
+        consumer: str,
+        entries: list[Entry],
+        deadline: float,
+        keep_going: Callable[[], bool],
+        report: DrainReport,
+    ) -> bool:
+        """Write entries; True if some were left pending to be retried."""
+        good: list[Entry] = []
+        events: list[dict[str, Any]] = []
+        for entry in entries:
+            try:
+                events.append(parse_entry(entry))
+                good.append(entry)
+            except ValueError as exc:
+                self._dead_letter(entry, f"unreadable entry: {exc}", report)
+        if not good:
+            return False
+        delay = 0.1
+        while True:
+            try:
+                result = self._store.write(events)
+                break
+            except StoreUnavailable as exc:
+                report.retries += 1
+                log.warning("store unavailable; retrying", error=str(exc), retry_in_s=delay)
+                if self._clock() + delay >= deadline or not keep_going():
+                    raise _Stop from exc
+                self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except StoreRejected as exc:
+                return self._isolate(consumer, good, str(exc), deadline, keep_going, report)
+        self._stream.ack([entry.entry_id for entry in good])
+        report.batches += 1
+        report.stored += len(result.stored)
+        report.duplicates += result.duplicates
+        report.largest_batch = max(report.largest_batch, len(good))
+        log.info(
+            "batch written",
+            consumer=consumer,
+            batch=len(good),
+            stored=len(result.stored),
+            duplicates=result.duplicates,
+            request_ids=sorted({e.request_id for e in good if e.request_id})[:20],
+        )
+        if self._on_batch is not None:
+            self._on_batch(len(good), good, events)
+        return False
+
+    def _isolate(
+        self,
+        consumer: str,
+        entries: list[Entry],
+        error: str,
+        deadline: float,
+        keep_going: Callable[[], bool],
+        report: DrainReport,
+    ) -> bool:
+        """The store refused a batch: split it until the entries it refuses stand alone."""
+        if len(entries) > 1:
+            middle = len(entries) // 2
+            left = self._write(consumer, entries[:middle], deadline, keep_going, report)
+            right = self._write(consumer, entries[middle:], deadline, keep_going, report)
+            return left or right
+        entry = entries[0]
+        attempts = self._stream.deliveries(consumer, entry.entry_id)
+        if attempts >= self._max_attempts:
+            self._dead_letter(entry, f"refused {attempts} times: {error}", report)
+            return False
+        log.warning("entry refused; will retry", entry=entry.entry_id, attempts=attempts,
+                    error=error)
+        return True
+
+    def _dead_letter(self, entry: Entry, error: str, report: DrainReport) -> None:
+        log.error("entry dead-lettered", entry=entry.entry_id, error=error)
+        self._stream.dead_letter(entry, error)
+        report.dead_lettered += 1

@@ -1,0 +1,136 @@
+"""Settings: read once at start-up from AUDITLOG_* environment variables, then passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import URL, make_url
+
+PREFIX = "AUDITLOG_"
+
+Role = Literal["owner", "writer", "reader"]
+ROLE_NAMES: dict[Role, str] = {
+    "owner": "auditlog_owner",
+    "writer": "auditlog_writer",
+    "reader": "auditlog_reader",
+}
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _default_migrations_dir() -> Path:
+    checkout = Path(__file__).resolve().parents[2] / "migrations"
+    return checkout if checkout.is_dir() else Path.cwd() / "migrations"
+
+
+class Settings(BaseModel):
+    """Every knob of the service. Field `x` is read from `AUDITLOG_X`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # PostgreSQL: one database, three roles (see docs/DESIGN.md). The URL carries host, port
+    # and database; the user name comes from the role, the password from the role's setting.
+    database_url: str = "postgresql://127.0.0.1:5432/auditlog"
+    owner_password: str = ""
+    writer_password: str = ""
+    reader_password: str = ""
+    # A superuser connection, used only by `auditlog setup-db` to create the database,
+    # the owner role and the extension.
+    admin_database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    db_pool_size: int = Field(default=4, ge=1)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=100)
+
+    # Redis: the ingest stream and its consumer group; Celery's broker may live elsewhere.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = ""  # empty: the same as redis_url
+    redis_prefix: str = Field(default="auditlog", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+
+    # Ingest limits.
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_events_per_request: int = Field(default=1000, ge=1)
+    max_data_bytes: int = Field(default=64 * 1024, ge=64)
+    max_string_chars: int = Field(default=16 * 1024, ge=64)
+    max_depth: int = Field(default=32, ge=2)
+    future_skew_s: float = Field(default=300.0, ge=0)
+    # Refuse new events once this many are waiting in the stream (503 + Retry-After).
+    backlog_limit: int = Field(default=1_000_000, ge=1)
+
+    # The batch writer.
+    writer_slots: int = Field(default=2, ge=1)
+    writer_batch_max: int = Field(default=2000, ge=1)
+    writer_block_ms: int = Field(default=200, ge=1)
+    writer_drain_s: float = Field(default=5.0, gt=0)
+    writer_lease_s: float = Field(default=15.0, gt=1)
+    writer_claim_idle_s: float = Field(default=60.0, gt=0)
+    writer_max_attempts: int = Field(default=5, ge=1)
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    migrations_dir: Path = Field(default_factory=_default_migrations_dir)
+
+    @field_validator("database_url", "admin_database_url")
+    @classmethod
+    def _parses_as_url(cls, value: str) -> str:
+        make_url(value)
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from AUDITLOG_* variables (os.environ by default)."""
+        environ = os.environ if environ is None else environ
+        known = cls.model_fields
+        values: dict[str, object] = {}
+        unknown = []
+        for key, value in environ.items():
+            if not key.startswith(PREFIX):
+                continue
+            name = key[len(PREFIX) :].lower()
+            if name in known:
+                values[name] = value
+            else:
+                unknown.append(key)
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise SettingsError(problems) from None
+
+    @property
+    def database_name(self) -> str:
+        return make_url(self.database_url).database or "auditlog"
+
+    def url_for(self, role: Role) -> URL:
+        """The SQLAlchemy URL (psycopg driver) for one of the three roles."""
+        password = {
+            "owner": self.owner_password,
+            "writer": self.writer_password,
+            "reader": self.reader_password,
+        }[role]
+        url = make_url(self.database_url).set(
+            drivername="postgresql+psycopg", username=ROLE_NAMES[role]
+        )
+        return url.set(password=password) if password else url
+
+    @property
+    def admin_url(self) -> URL:
+        return make_url(self.admin_database_url).set(drivername="postgresql+psycopg")
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    def key(self, *parts: str) -> str:
+        """A Redis key under this deployment's prefix."""
+        return ":".join((self.redis_prefix, *parts))

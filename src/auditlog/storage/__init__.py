@@ -1,0 +1,1 @@
+"""Storage: SQL and Redis live here and nowhere else."""

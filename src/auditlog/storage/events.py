@@ -1,0 +1,299 @@
+"""The event store: the batched write path and every read of `events`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+import psycopg
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy import exc as sa_exc
+
+from auditlog.canonical import stored_event
+from auditlog.errors import Unavailable
+from auditlog.storage.schema import event_ids, events
+
+# One advisory lock serializes batches: seq is assigned in commit order, gapless.
+WRITE_LOCK_KEY = 0x61756469746C6F67  # "auditlog"
+
+COPY_COLUMNS = (
+    "occurred_at",
+    "id",
+    "seq",
+    "received_at",
+    "type",
+    "service",
+    "publisher",
+    "action",
+    "outcome",
+    "actor",
+    "subject",
+    "context",
+    "data",
+)
+_COPY_SQL = f"COPY events ({', '.join(COPY_COLUMNS)}) FROM STDIN"  # noqa: S608 - constants
+
+# time_bucket's own default origin for intervals without months (a Monday, midnight UTC);
+# passed explicitly so that the zero-filled series computed in Python lines up with it.
+BUCKET_ORIGIN = datetime.fromisoformat("2000-01-03T00:00:00+00:00")
+
+GROUP_KEYS: dict[str, ColumnElement[Any]] = {
+    "type": events.c.type,
+    "service": events.c.service,
+    "action": events.c.action,
+    "outcome": events.c.outcome,
+    "actor_id": literal_column("(actor ->> 'id')"),
+}
+
+
+class StoreUnavailable(Exception):
+    """PostgreSQL did not answer or dropped the connection: worth retrying as is."""
+
+
+class StoreRejected(Exception):
+    """PostgreSQL refused the batch itself: retrying it unchanged will fail again."""
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Conditions of a list, export or bucket query; None means no condition."""
+
+    service: str | None = None
+    type: str | None = None
+    type_prefix: str | None = None
+    actor_type: str | None = None
+    actor_id: str | None = None
+    subject_type: str | None = None
+    subject_id: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    trace_id: str | None = None
+    publisher: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a batch write did: the events it stored, with their seq, and what it skipped."""
+
+    stored: list[tuple[str, int]] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def _json_path(column: str, key: str) -> ColumnElement[Any]:
+    # Spelled as the index expressions are, so the planner matches them.
+    return literal_column(f"({column} ->> '{key}')")
+
+
+_JSON_FILTERS = {
+    "actor_type": _json_path("actor", "type"),
+    "actor_id": _json_path("actor", "id"),
+    "subject_type": _json_path("subject", "type"),
+    "subject_id": _json_path("subject", "id"),
+    "trace_id": _json_path("context", "trace_id"),
+}
+
+
+def _prefix_upper_bound(prefix: str) -> str:
+    """The smallest string greater than every string starting with prefix (C collation)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def conditions(flt: EventFilter) -> list[ColumnElement[bool]]:
+    c = events.c
+    where: list[ColumnElement[bool]] = []
+    for name in ("service", "type", "action", "outcome", "publisher"):
+        value = getattr(flt, name)
+        if value is not None:
+            where.append(c[name] == value)
+    if flt.type_prefix:
+        where.append(c.type >= flt.type_prefix)
+        where.append(c.type < _prefix_upper_bound(flt.type_prefix))
+    for name, expression in _JSON_FILTERS.items():
+        value = getattr(flt, name)
+        if value is not None:
+            where.append(expression == value)
+    if flt.since is not None:
+        where.append(c.occurred_at >= flt.since)
+    if flt.until is not None:
+        where.append(c.occurred_at < flt.until)
+    return where
+
+
+_EVENT_COLUMNS = [events.c[name] for name in COPY_COLUMNS]
+
+
+class EventStore:
+    """Reads through the reader engine, writes through the writer engine."""
+
+    def __init__(self, reader: Engine, writer: Engine | None = None):
+        self._reader = reader
+        self._writer = writer
+
+    def close(self) -> None:
+        self._reader.dispose()
+        if self._writer is not None:
+            self._writer.dispose()
+
+    # --- write path ------------------------------------------------------------------------
+    def write(self, batch: Sequence[dict[str, Any]]) -> WriteResult:
+        """Store a batch in one transaction: dedupe on id, number in order, COPY.
+
+        Each item is an event in stored form (canonical timestamps, no seq). Items whose id is
+        already stored, or repeated within the batch, are skipped.
+        """
+        if self._writer is None:
+            raise RuntimeError("this EventStore was built without a writer engine")
+        try:
+            with self._writer.begin() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                with raw.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                    cur.execute(
+                        "INSERT INTO event_ids (id, occurred_at)"
+                        " SELECT * FROM unnest(%s::uuid[], %s::timestamptz[])"
+                        " ON CONFLICT (id) DO NOTHING RETURNING id",
+                        ([e["id"] for e in batch], [e["occurred_at"] for e in batch]),
+                    )
+                    new_ids = {str(row[0]) for row in cur.fetchall()}
+                    if not new_ids:
+                        return WriteResult(duplicates=len(batch))
+                    cur.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
+                    last = cur.fetchone()
+                    seq = 0 if last is None else last[0] + 1
+                    stored: list[tuple[str, int]] = []
+                    with cur.copy(_COPY_SQL) as copy:
+                        for event in batch:
+                            event_id = event["id"]
+                            if event_id not in new_ids:
+                                continue
+                            new_ids.discard(event_id)  # a repeat within the batch is skipped
+                            copy.write_row(_copy_row(event, seq))
+                            stored.append((event_id, seq))
+                            seq += 1
+            return WriteResult(stored=stored, duplicates=len(batch) - len(stored))
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc).splitlines()[0]) from exc
+        except sa_exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable(str(exc).splitlines()[0]) from exc
+            raise StoreRejected(str(exc.orig or exc).splitlines()[0]) from exc
+        except Exception as exc:
+            # psycopg refuses some values before they reach the server (e.g. NUL in text).
+            if _is_connection_error(exc):
+                raise StoreUnavailable(str(exc).splitlines()[0]) from exc
+            raise StoreRejected(str(exc).splitlines()[0]) from exc
+
+    # --- read path -------------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A reader connection; a database that does not answer is Unavailable, not a 500."""
+        try:
+            with self._reader.connect() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            raise Unavailable("the database does not answer; try again shortly") from exc
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def next_seq(self) -> int:
+        """The seq the next stored event will get: every smaller seq is committed."""
+        with self._read() as conn:
+            last = conn.execute(select(events.c.seq).order_by(events.c.seq.desc()).limit(1))
+            row = last.first()
+        return 0 if row is None else row[0] + 1
+
+    def get(self, event_id: uuid.UUID) -> dict[str, Any] | None:
+        route = select(event_ids.c.occurred_at).where(event_ids.c.id == event_id)
+        query = select(*_EVENT_COLUMNS).where(
+            events.c.occurred_at == route.scalar_subquery(), events.c.id == event_id
+        )
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else stored_event(row)
+
+    def page(
+        self,
+        flt: EventFilter,
+        *,
+        order: Literal["asc", "desc"],
+        limit: int,
+        before_seq: int,
+        after: tuple[datetime, int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page in (occurred_at, seq) order, among events with seq < before_seq.
+
+        `after` is the (occurred_at, seq) of the last event of the previous page: the keyset.
+        """
+        where = [*conditions(flt), events.c.seq < before_seq]
+        key = tuple_(events.c.occurred_at, events.c.seq)
+        if after is not None:
+            where.append(key > tuple_(*after) if order == "asc" else key < tuple_(*after))
+        if order == "asc":
+            ordering = (events.c.occurred_at.asc(), events.c.seq.asc())
+        else:
+            ordering = (events.c.occurred_at.desc(), events.c.seq.desc())
+        query = select(*_EVENT_COLUMNS).where(and_(*where)).order_by(*ordering).limit(limit)
+        with self._read() as conn:
+            return [stored_event(row) for row in conn.execute(query)]
+
+    def bucket_counts(
+        self, flt: EventFilter, width: timedelta, group_by: str | None
+    ) -> list[tuple[datetime, str | None, int]]:
+        """(bucket start, group key, count) for every non-empty bucket, in order."""
+        start = func.time_bucket(literal(width), events.c.occurred_at, literal(BUCKET_ORIGIN))
+        key = GROUP_KEYS[group_by] if group_by else literal(None)
+        query = (
+            select(start.label("start"), key.label("key"), func.count().label("n"))
+            .where(and_(*conditions(flt)))
+            .group_by(text("1"), text("2"))
+            .order_by(text("1"), text("2"))
+        )
+        with self._read() as conn:
+            return [(row.start, row.key, row.n) for row in conn.execute(query)]
+
+
+def _copy_row(event: dict[str, Any], seq: int) -> tuple[Any, ...]:
+    return (
+        event["occurred_at"],
+        event["id"],
+        seq,
+        event["received_at"],
+        event["type"],
+        event["service"],
+        event.get("publisher"),
+        event.get("action"),
+        event["outcome"],
+        _json_or_none(event.get("actor")),
+        _json_or_none(event.get("subject")),
+        _json_or_none(event.get("context")),
+        orjson.dumps(event.get("data") or {}).decode(),
+    )
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

@@ -1,0 +1,52 @@
+"""The Celery app: created once per process with the settings it runs under."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from celery import Celery
+
+from auditlog.runtime import WriterRuntime, redis_client
+from auditlog.settings import Settings
+from auditlog.storage.leases import SlotLeases
+
+
+class AuditlogCelery(Celery):  # type: ignore[misc]
+    """A Celery app that carries its settings and builds its writer lazily, after the fork."""
+
+    def __init__(self, settings: Settings):
+        super().__init__("auditlog", broker=settings.celery_broker_url, set_as_current=True)
+        self.settings = settings
+        queue = settings.key("tasks")
+        self.conf.update(
+            task_default_queue=queue,
+            task_ignore_result=True,  # Flower reads results from task events, not a backend
+            task_acks_late=True,
+            task_reject_on_worker_lost=True,
+            worker_prefetch_multiplier=1,
+            worker_concurrency=settings.writer_slots,
+            worker_send_task_events=True,
+            task_send_sent_event=True,
+            worker_hijack_root_logger=False,
+            worker_redirect_stdouts=False,
+            broker_connection_retry_on_startup=True,
+            broker_transport_options={"visibility_timeout": 3600},
+        )
+
+    @cached_property
+    def writer_runtime(self) -> WriterRuntime:
+        """Engines and clients for this (pool) process; never built in the parent."""
+        return WriterRuntime.build(self.settings)
+
+    @cached_property
+    def watchdog_leases(self) -> SlotLeases:
+        """The slot leases as the worker's main process sees them."""
+        return WriterRuntime.leases_for(self.settings, redis_client(self.settings))
+
+
+def create_celery(settings: Settings) -> AuditlogCelery:
+    from auditlog.tasks import writer  # noqa: PLC0415 - tasks register on the app they get
+
+    app = AuditlogCelery(settings)
+    writer.register(app)
+    return app

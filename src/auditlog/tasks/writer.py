@@ -1,0 +1,75 @@
+"""The drain task (one running chain per writer slot) and the watchdog that starts chains.
+
+Each slot has a lease in Redis held by the id of the task currently draining it. A drain
+writes batches for a few seconds, hands the lease to its successor's id, and sends the
+successor: so Flower shows the writer as a steady stream of short tasks. The watchdog, a
+timer in every worker's main process, starts a chain for any slot whose lease has lapsed
+(first start, a lost message, a Redis restart).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from celery import Task, bootsteps
+
+from auditlog.tasks.celery import AuditlogCelery
+
+log = structlog.get_logger("auditlog.tasks")
+
+WATCHDOG_INTERVAL_S = 2.0
+
+
+def register(app: AuditlogCelery) -> None:
+    @app.task(name="auditlog.drain", bind=True, acks_late=True, reject_on_worker_lost=True)
+    def drain(self: Task, slot: int) -> dict[str, Any]:
+        """Write batches for one slot, then pass the slot on to the next drain."""
+        runtime = app.writer_runtime
+        token = self.request.id
+        # A redelivery of this very task (its worker died) holds the same token: it resumes.
+        if not runtime.leases.acquire(slot, token):
+            return {"slot": slot, "status": "slot held by another drain"}
+        try:
+            report = runtime.writer.drain(
+                f"slot-{slot}",
+                deadline=time.monotonic() + runtime.settings.writer_drain_s,
+                keep_going=lambda: runtime.leases.renew(slot, token),
+            )
+        finally:
+            successor = str(uuid.uuid4())
+            if runtime.leases.handover(slot, token, successor):
+                drain.apply_async(args=(slot,), task_id=successor)
+        return {"slot": slot, **report.as_dict()}
+
+    class WriterWatchdog(bootsteps.StartStopStep):  # type: ignore[misc]
+        """Every few seconds, start a drain for each slot nobody holds."""
+
+        requires = {"celery.worker.components:Timer"}
+
+        def __init__(self, worker: Any, **kwargs: Any):
+            super().__init__(worker, **kwargs)
+            self._timer_ref: Any = None
+
+        def start(self, worker: Any) -> None:
+            self._check()
+            self._timer_ref = worker.timer.call_repeatedly(WATCHDOG_INTERVAL_S, self._check)
+
+        def stop(self, worker: Any) -> None:
+            if self._timer_ref is not None:
+                self._timer_ref.cancel()
+
+        def _check(self) -> None:
+            try:
+                leases = app.watchdog_leases
+                for slot in range(app.settings.writer_slots):
+                    token = str(uuid.uuid4())
+                    if leases.acquire_free(slot, token):
+                        drain.apply_async(args=(slot,), task_id=token)
+                        log.info("writer chain started", slot=slot, task_id=token)
+            except Exception as exc:  # the timer must survive Redis being away
+                log.warning("writer watchdog check failed", error=str(exc))
+
+    app.steps["worker"].add(WriterWatchdog)

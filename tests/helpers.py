@@ -1,0 +1,105 @@
+"""What integration tests share: settings for a throwaway deployment, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from auditlog.settings import PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The AUDITLOG_* variables that reproduce these settings in another process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    for name, value in settings.model_dump(exclude_defaults=True).items():
+        env[f"{PREFIX}{name.upper()}"] = str(value)
+    return env
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def clear_redis(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(f"{settings.redis_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+class WorkerProcess:
+    """A real Celery worker (main process and its pool) in its own process group."""
+
+    def __init__(self, settings: Settings, log_dir: Path, *, name: str = "worker",
+                 concurrency: int | None = None):
+        self.settings = settings
+        self.log_path = log_dir / f"{name}-{settings.redis_prefix}.log"
+        self.name = name
+        self.concurrency = concurrency or settings.writer_slots
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait: bool = True) -> WorkerProcess:
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = self._spawn(log)
+        if wait:
+            wait_for(self._ready, timeout=30, what=f"worker ready (log {self.log_path})")
+        return self
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "auditlog.tasks.worker", "worker",
+             "--loglevel", "INFO", "--concurrency", str(self.concurrency),
+             "--hostname", f"{self.name}-{self.settings.redis_prefix}@%h",
+             "--without-mingle", "--without-gossip"],
+            env=settings_env(self.settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}: {self.log_tail()}")
+        return b" ready." in self.log_path.read_bytes()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def pool_pids(self) -> list[int]:
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: main process and pool, no chance to clean up."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM: Celery's warm shutdown lets running drains finish."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
