@@ -12,7 +12,6 @@ config = context.config
 settings: Settings = config.attributes.get("settings") or Settings.from_env()
 
 
-
 def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
     """Compare only what we declare; TimescaleDB keeps its chunks in schemas of its own."""
     return getattr(obj, "schema", None) in (None, "public")

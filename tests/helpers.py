@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +30,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -48,8 +57,14 @@ def clear_redis(settings: Settings) -> None:
 class WorkerProcess:
     """A real Celery worker (main process and its pool) in its own process group."""
 
-    def __init__(self, settings: Settings, log_dir: Path, *, name: str = "worker",
-                 concurrency: int | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        *,
+        name: str = "worker",
+        concurrency: int | None = None,
+    ):
         self.settings = settings
         self.log_path = log_dir / f"{name}-{settings.redis_prefix}.log"
         self.name = name
@@ -65,11 +80,26 @@ class WorkerProcess:
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "auditlog.tasks.worker", "worker",
-             "--loglevel", "INFO", "--concurrency", str(self.concurrency),
-             "--hostname", f"{self.name}-{self.settings.redis_prefix}@%h",
-             "--without-mingle", "--without-gossip"],
-            env=settings_env(self.settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "auditlog.tasks.worker",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(self.concurrency),
+                "--hostname",
+                f"{self.name}-{self.settings.redis_prefix}@%h",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env=settings_env(self.settings),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -82,9 +112,20 @@ class WorkerProcess:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The worker's JSON log lines (Celery's own non-JSON lines are skipped)."""
+        lines = []
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            if raw.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    lines.append(json.loads(raw))
+        return lines
+
     def pool_pids(self) -> list[int]:
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
         return [int(p) for p in out.stdout.split()]
 
     def kill(self) -> None:
@@ -103,3 +144,68 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+class TcpProxy:
+    """A TCP forwarder the tests can cut: a database 'outage' without stopping PostgreSQL."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+        self._target = (target_host, target_port)
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+
+    def start(self) -> TcpProxy:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        with self._lock:
+            if self._listener is not None:
+                # shutdown wakes the thread blocked in accept(); close alone would not.
+                with contextlib.suppress(OSError):
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                self._listener.close()
+                self._listener = None
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)

@@ -102,6 +102,11 @@ def upgrade() -> None:
             " FOR EACH STATEMENT EXECUTE FUNCTION auditlog_refuse_change()"
         )
         op.execute(f"REVOKE ALL ON {table} FROM PUBLIC")
+        # The owner gives up its own right to change rows too. It could grant it back (an
+        # owner can), but then it is a deliberate act, and the integrity tree shows it. The
+        # revocation reaches every chunk, which the trigger on the hypertable does not for
+        # TRUNCATE.
+        op.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM CURRENT_USER")
         op.execute(f"GRANT SELECT, INSERT ON {table} TO auditlog_writer")
         op.execute(f"GRANT SELECT ON {table} TO auditlog_reader")
     op.execute("GRANT USAGE ON SCHEMA public TO auditlog_writer, auditlog_reader")

@@ -75,7 +75,9 @@ def _serialize_http_error(
     resp.data = orjson.dumps(body)
 
 
-def create_app(settings: Settings, *, runtime: ApiRuntime | None = None) -> falcon.App:
+def create_app(
+    settings: Settings, *, runtime: ApiRuntime | None = None
+) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app; collaborators are built from settings unless passed in."""
     runtime = runtime or ApiRuntime.build(settings)
     app = falcon.App(middleware=[RequestContext()])

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
 
-from auditlog.settings import ROLE_NAMES, Settings, SettingsError
+from auditlog.settings import ROLE_NAMES, Role, Settings, SettingsError
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -40,9 +40,7 @@ def setup_database(settings: Settings) -> None:
         if exists is None:
             conn.execute(text(f'CREATE DATABASE "{name}" OWNER {owner}'))
     admin.dispose()
-    target = create_engine(
-        settings.admin_url.set(database=name), isolation_level="AUTOCOMMIT"
-    )
+    target = create_engine(settings.admin_url.set(database=name), isolation_level="AUTOCOMMIT")
     with target.connect() as conn:
         conn.execute(text("CREATE EXTENSION IF NOT EXISTS timescaledb"))
     target.dispose()
@@ -51,7 +49,10 @@ def setup_database(settings: Settings) -> None:
 def migrate(settings: Settings, revision: str = "head") -> None:
     """As the owner: run the migrations, then give the roles their passwords, if any."""
     command.upgrade(alembic_config(settings), revision)
-    passwords = {"writer": settings.writer_password, "reader": settings.reader_password}
+    passwords: dict[Role, str] = {
+        "writer": settings.writer_password,
+        "reader": settings.reader_password,
+    }
     if any(passwords.values()):
         engine = create_engine(settings.url_for("owner"))
         with engine.begin() as conn:
@@ -110,8 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, Callable[[Settings, argparse.Namespace], int]] = {}
 
-    p = sub.add_parser("setup-db", help="create the owner role, database and extension "
-                       "(needs AUDITLOG_ADMIN_DATABASE_URL, a superuser)")
+    p = sub.add_parser(
+        "setup-db",
+        help="create the owner role, database and extension "
+        "(needs AUDITLOG_ADMIN_DATABASE_URL, a superuser)",
+    )
     commands["setup-db"] = _cmd_setup_db
 
     p = sub.add_parser("migrate", help="run the Alembic migrations as the owner role")

@@ -82,13 +82,27 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "type": "object",
             "description": "An event as stored: the envelope plus what the server added.",
             "required": [
-                "id", "seq", "type", "service", "occurred_at", "received_at", "publisher",
-                "actor", "subject", "action", "outcome", "context", "data",
+                "id",
+                "seq",
+                "type",
+                "service",
+                "occurred_at",
+                "received_at",
+                "publisher",
+                "actor",
+                "subject",
+                "action",
+                "outcome",
+                "context",
+                "data",
             ],
             "properties": {
                 "id": _UUID,
-                "seq": {"type": "integer", "minimum": 0,
-                        "description": "Position in the log: global, gapless, commit order."},
+                "seq": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Position in the log: global, gapless, commit order.",
+                },
                 "type": {"type": "string"},
                 "service": {"type": "string"},
                 "occurred_at": _TIMESTAMP,
@@ -108,8 +122,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "required": ["accepted", "ids"],
             "properties": {
                 "accepted": {"type": "integer", "minimum": 1},
-                "ids": {"type": "array", "items": _UUID,
-                        "description": "The stored ids, in input order."},
+                "ids": {
+                    "type": "array",
+                    "items": _UUID,
+                    "description": "The stored ids, in input order.",
+                },
             },
             "additionalProperties": False,
         },
@@ -223,35 +240,52 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                 "schema": {
                     "oneOf": [
                         _ref("EventIn"),
-                        {"type": "array", "items": _ref("EventIn"),
-                         "minItems": 1, "maxItems": max_events},
+                        {
+                            "type": "array",
+                            "items": _ref("EventIn"),
+                            "minItems": 1,
+                            "maxItems": max_events,
+                        },
                     ]
                 }
             },
             "application/cloudevents+json": {"schema": _ref("CloudEvent")},
             "application/cloudevents-batch+json": {
-                "schema": {"type": "array", "items": _ref("CloudEvent"),
-                           "minItems": 1, "maxItems": max_events}
+                "schema": {
+                    "type": "array",
+                    "items": _ref("CloudEvent"),
+                    "minItems": 1,
+                    "maxItems": max_events,
+                }
             },
         },
     }
     list_parameters = [
         *FILTERS,
-        _query("limit", f"Page size, 1 to {MAX_LIMIT}.",
-               {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
-        _query("order", "By occurred_at, ties by seq.",
-               {"enum": ["desc", "asc"], "default": "desc"}),
+        _query(
+            "limit",
+            f"Page size, 1 to {MAX_LIMIT}.",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        ),
+        _query(
+            "order", "By occurred_at, ties by seq.", {"enum": ["desc", "asc"], "default": "desc"}
+        ),
         _query("cursor", "next_cursor of the previous page (same filters and order)."),
     ]
     bucket_parameters = [
         *[{**p, "required": True} if p["name"] in ("since", "until") else p for p in FILTERS],
-        _query("width", "Bucket width: a number and m, h or d, e.g. 5m, 1h, 1d.",
-               {"type": "string", "pattern": r"^[1-9][0-9]{0,4}[mhd]$", "default": "1h"}),
+        _query(
+            "width",
+            "Bucket width: a number and m, h or d, e.g. 5m, 1h, 1d.",
+            {"type": "string", "pattern": r"^[1-9][0-9]{0,4}[mhd]$", "default": "1h"},
+        ),
         _query("group_by", "Count per value of this field.", {"enum": list(GROUP_KEYS)}),
     ]
     bad_query = _error("A query parameter is unknown, repeated or malformed.")
-    unavailable = _error("A backend (PostgreSQL or Redis) does not answer, or the writers "
-                         "are behind; see Retry-After.")
+    unavailable = _error(
+        "A backend (PostgreSQL or Redis) does not answer, or the writers "
+        "are behind; see Retry-After."
+    )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -273,8 +307,10 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                         "400": _error("The body is not JSON, or not an event or an array."),
                         "413": _error("The body or the number of events is over the limit."),
                         "415": _error("The Content-Type is not one of those accepted."),
-                        "422": _json(_ref("ValidationErrors"),
-                                     "Some event breaks a rule; nothing was queued."),
+                        "422": _json(
+                            _ref("ValidationErrors"),
+                            "Some event breaks a rule; nothing was queued.",
+                        ),
                         "503": unavailable,
                     },
                 },
@@ -293,8 +329,14 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                 "get": {
                     "operationId": "getEvent",
                     "summary": "One stored event.",
-                    "parameters": [{"name": "event_id", "in": "path", "required": True,
-                                    "schema": {"type": "string"}}],
+                    "parameters": [
+                        {
+                            "name": "event_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
                     "responses": {
                         "200": _json(_ref("StoredEvent"), "The event."),
                         "404": _error("No event has this id."),
@@ -335,8 +377,12 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                 "get": {
                     "operationId": "openapi",
                     "summary": "This document.",
-                    "responses": {"200": {"description": "OpenAPI 3.1",
-                                          "content": {JSON: {"schema": {"type": "object"}}}}},
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {JSON: {"schema": {"type": "object"}}},
+                        }
+                    },
                 },
             },
         },

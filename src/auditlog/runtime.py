@@ -56,9 +56,7 @@ class ApiRuntime:
         client = redis_client(settings)
         stream = event_stream(settings, client)
         store = EventStore(create_role_engine(settings, "reader"))
-        ingest = IngestService(
-            stream, limits(settings), max_events=settings.max_events_per_request
-        )
+        ingest = IngestService(stream, limits(settings), max_events=settings.max_events_per_request)
         return cls(ingest=ingest, queries=QueryService(store), store=store, stream=stream)
 
     def close(self) -> None:

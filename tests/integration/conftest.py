@@ -14,13 +14,13 @@ from falcon import testing
 from sqlalchemy import Engine, create_engine, text
 
 from auditlog.app import create_app
-from auditlog.runtime import ApiRuntime
 from auditlog.cli import drop_database, migrate, setup_database
+from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
 from tests.helpers import WorkerProcess, clear_redis, wait_for
 
 TEST_OVERRIDES: dict[str, Any] = {
-    "log_format": "console",
+    "log_format": "json",
     "writer_lease_s": 3.0,
     "writer_drain_s": 2.0,
     "writer_claim_idle_s": 5.0,
@@ -78,7 +78,7 @@ def client(settings: Settings, runtime: ApiRuntime) -> testing.TestClient:
     return testing.TestClient(create_app(settings, runtime=runtime))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def api(client: testing.TestClient, worker: WorkerProcess) -> testing.TestClient:
     """The app with a worker draining behind it: what is accepted gets stored."""
     return client
@@ -88,8 +88,10 @@ def stored_counts(engine: Engine, ids: list[str]) -> dict[str, int]:
     """How many rows each id has in events (exactly-once means 1 for each)."""
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT id::text, count(*) FROM events WHERE id = ANY(CAST(:ids AS uuid[]))"
-                 " GROUP BY id"),
+            text(
+                "SELECT id::text, count(*) FROM events WHERE id = ANY(CAST(:ids AS uuid[]))"
+                " GROUP BY id"
+            ),
             {"ids": ids},
         )
         return {row[0]: row[1] for row in rows}
@@ -103,8 +105,9 @@ def wait_stored(engine: Engine, ids: list[str], timeout: float = 30.0) -> dict[s
     return wait_for(all_stored, timeout=timeout, what=f"{len(set(ids))} events stored")
 
 
-def post(client: testing.TestClient, body: Any, *, content_type: str = "application/json",
-         **kwargs: Any) -> testing.Result:
+def post(
+    client: testing.TestClient, body: Any, *, content_type: str = "application/json", **kwargs: Any
+) -> testing.Result:
     data = body if isinstance(body, bytes | str) else orjson.dumps(body)
     headers = {"Content-Type": content_type, **kwargs.pop("headers", {})}
     return client.simulate_post("/v1/events", body=data, headers=headers, **kwargs)

@@ -25,8 +25,17 @@ class TestAccepting:
         wait_stored(owner_db, [sent["id"]])
 
         stored = api.simulate_get(f"/v1/events/{sent['id']}").json
-        for name in ("id", "type", "service", "actor", "subject", "action", "outcome",
-                     "context", "data"):
+        for name in (
+            "id",
+            "type",
+            "service",
+            "actor",
+            "subject",
+            "action",
+            "outcome",
+            "context",
+            "data",
+        ):
             assert stored[name] == sent[name], name
         assert stored["occurred_at"] == sent["occurred_at"]
         received = datetime.fromisoformat(stored["received_at"])
@@ -40,8 +49,9 @@ class TestAccepting:
         assert result.json["ids"] == [e["id"] for e in batch]
         assert wait_stored(owner_db, result.json["ids"]) == {e["id"]: 1 for e in batch}
 
-    def test_server_assigns_uuid7_when_id_is_absent(self, api: testing.TestClient,
-                                                    owner_db: Engine):
+    def test_server_assigns_uuid7_when_id_is_absent(
+        self, api: testing.TestClient, owner_db: Engine
+    ):
         result = post(api, [factories.event(drop=("id",)), factories.event(drop=("id",))])
         assert result.status_code == 202
         ids = [uuid.UUID(i) for i in result.json["ids"]]
@@ -50,19 +60,25 @@ class TestAccepting:
         wait_stored(owner_db, result.json["ids"])
 
     def test_minimal_event_gets_defaults(self, api: testing.TestClient, owner_db: Engine):
-        sent = {"type": "customer.account.deactivated", "service": "accounts",
-                "occurred_at": "2026-01-31T12:00:00+02:00"}
+        sent = {
+            "type": "customer.account.deactivated",
+            "service": "accounts",
+            "occurred_at": "2026-01-31T12:00:00+02:00",
+        }
         event_id = post(api, sent).json["ids"][0]
         wait_stored(owner_db, [event_id])
         stored = api.simulate_get(f"/v1/events/{event_id}").json
         assert stored["occurred_at"] == "2026-01-31T10:00:00.000000Z"
         assert stored["outcome"] == "unknown"
         assert stored["data"] == {}
-        assert stored["actor"] is None and stored["subject"] is None
-        assert stored["context"] is None and stored["action"] is None
+        assert stored["actor"] is None
+        assert stored["subject"] is None
+        assert stored["context"] is None
+        assert stored["action"] is None
 
-    def test_nanoseconds_are_truncated_to_microseconds(self, api: testing.TestClient,
-                                                       owner_db: Engine):
+    def test_nanoseconds_are_truncated_to_microseconds(
+        self, api: testing.TestClient, owner_db: Engine
+    ):
         sent = factories.event(occurred_at="2026-02-01T00:00:00.123456789-05:30")
         post(api, sent)
         wait_stored(owner_db, [sent["id"]])
@@ -70,9 +86,16 @@ class TestAccepting:
         assert stored["occurred_at"] == "2026-02-01T05:30:00.123456Z"
 
     def test_new_event_types_need_no_change(self, api: testing.TestClient, owner_db: Engine):
-        sent = factories.event(type="warehouse.pallet.v2.moved", service="wms-eu.1",
-                               data={"pallet": {"id": "P1", "dims": [1.2, 0.8, 1.0]},
-                                     "ok": True, "note": None, "n": -(2**53 - 1)})
+        sent = factories.event(
+            type="warehouse.pallet.v2.moved",
+            service="wms-eu.1",
+            data={
+                "pallet": {"id": "P1", "dims": [1.2, 0.8, 1.0]},
+                "ok": True,
+                "note": None,
+                "n": -(2**53 - 1),
+            },
+        )
         post(api, sent)
         wait_stored(owner_db, [sent["id"]])
         assert api.simulate_get(f"/v1/events/{sent['id']}").json["data"] == sent["data"]
@@ -133,17 +156,23 @@ class TestRefusals:
 
     @pytest.mark.parametrize(
         "content_type",
-        [None, "text/plain", "application/x-www-form-urlencoded",
-         "application/json; charset=latin-1"],
+        [
+            None,
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/json; charset=latin-1",
+        ],
     )
-    def test_wrong_content_type_is_415(self, client: testing.TestClient,
-                                       content_type: str | None):
+    def test_wrong_content_type_is_415(self, client: testing.TestClient, content_type: str | None):
         headers = {} if content_type is None else {"Content-Type": content_type}
-        result = client.simulate_post("/v1/events", body=orjson.dumps(factories.event()),
-                                      headers=headers)
+        result = client.simulate_post(
+            "/v1/events", body=orjson.dumps(factories.event()), headers=headers
+        )
         assert result.status_code == 415
-        assert "application/json" in result.json["description"] or "UTF-8" in \
-            result.json["description"]
+        assert (
+            "application/json" in result.json["description"]
+            or "UTF-8" in result.json["description"]
+        )
 
     def test_json_with_charset_utf8_is_accepted(self, client: testing.TestClient):
         result = post(client, factories.event(), content_type="application/json; charset=UTF-8")
@@ -163,16 +192,31 @@ class TestRefusals:
 
     def test_every_problem_of_every_item_is_reported(self, client: testing.TestClient):
         good = factories.event()
-        bad = factories.event(type="Customer Billed", service="", occurred_at="yesterday",
-                              outcome="maybe", extra=1, action="Bill!",
-                              actor={"type": "user"}, data={"x": "a\x00b"})
+        bad = factories.event(
+            type="Customer Billed",
+            service="",
+            occurred_at="yesterday",
+            outcome="maybe",
+            extra=1,
+            action="Bill!",
+            actor={"type": "user"},
+            data={"x": "a\x00b"},
+        )
         bad2 = factories.event(id="not-a-uuid", data=[1, 2])
         result = post(client, [good, bad, bad2])
         assert result.status_code == 422
         fields = {(e["index"], e["field"]) for e in result.json["errors"]}
         assert fields == {
-            (1, "type"), (1, "service"), (1, "occurred_at"), (1, "outcome"), (1, "extra"),
-            (1, "action"), (1, "actor.id"), (1, "data.x"), (2, "id"), (2, "data"),
+            (1, "type"),
+            (1, "service"),
+            (1, "occurred_at"),
+            (1, "outcome"),
+            (1, "extra"),
+            (1, "action"),
+            (1, "actor.id"),
+            (1, "data.x"),
+            (2, "id"),
+            (2, "data"),
         }
         extra = next(e for e in result.json["errors"] if e["field"] == "extra")
         assert "data" in extra["message"]
@@ -199,13 +243,23 @@ class TestRefusals:
 
     def test_slightly_ahead_clock_is_accepted(self, client: testing.TestClient):
         ahead = datetime.now(UTC) + timedelta(minutes=2)
-        assert post(client, factories.event(
-            occurred_at=factories.timestamp(ahead))).status_code == 202
+        assert (
+            post(client, factories.event(occurred_at=factories.timestamp(ahead))).status_code == 202
+        )
 
-    @pytest.mark.parametrize("value", ["2026-01-31T12:00:00", "2026-01-31 12:00:00Z",
-                                       "2026-02-30T00:00:00Z", "2026-01-31T23:59:60Z", 1700000000])
-    def test_occurred_at_must_be_rfc3339_with_offset(self, client: testing.TestClient,
-                                                     value: object):
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "2026-01-31T12:00:00",
+            "2026-01-31 12:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-01-31T23:59:60Z",
+            1700000000,
+        ],
+    )
+    def test_occurred_at_must_be_rfc3339_with_offset(
+        self, client: testing.TestClient, value: object
+    ):
         result = post(client, factories.event(occurred_at=value))
         assert result.status_code == 422
         assert result.json["errors"][0]["field"] == "occurred_at"
@@ -216,11 +270,13 @@ class TestRefusals:
         assert result.json["errors"][0]["field"] == "data.n"
 
     def test_data_over_64k_is_refused(self, client: testing.TestClient):
-        result = post(client, factories.event(data={"blob": "x" * 15000,
-                                                     "more": ["y" * 15000] * 4}))
+        result = post(
+            client, factories.event(data={"blob": "x" * 15000, "more": ["y" * 15000] * 4})
+        )
         assert result.status_code == 422
-        assert result.json["errors"] == [{"index": 0, "field": "data",
-                                          "message": result.json["errors"][0]["message"]}]
+        assert result.json["errors"] == [
+            {"index": 0, "field": "data", "message": result.json["errors"][0]["message"]}
+        ]
         assert "65536" in result.json["errors"][0]["message"]
 
     def test_nul_anywhere_is_refused(self, client: testing.TestClient):
@@ -270,10 +326,14 @@ class TestCloudEvents:
         assert stored["occurred_at"] == ce["time"]
         assert stored["subject"] == {"id": ce["subject"], "type": "customer"}
         assert stored["actor"] == {"id": "signup-service", "type": "service"}
-        assert stored["action"] == "create" and stored["outcome"] == "success"
+        assert stored["action"] == "create"
+        assert stored["outcome"] == "success"
         assert stored["data"] == {"plan": "pro"}
-        assert stored["context"] == {"traceparent": "00-abc-def-01", "region": "eu",
-                                     "cloudevents_id": ce["id"]}
+        assert stored["context"] == {
+            "traceparent": "00-abc-def-01",
+            "region": "eu",
+            "cloudevents_id": ce["id"],
+        }
 
     def test_non_uuid_id_maps_to_a_stable_uuid(self, api: testing.TestClient, owner_db: Engine):
         ce = factories.cloudevent()
@@ -308,6 +368,7 @@ class TestCloudEvents:
         assert {e["field"] for e in result.json["errors"]} == {"specversion", "data_base64"}
 
     def test_batch_mode_needs_an_array(self, client: testing.TestClient):
-        result = post(client, factories.cloudevent(),
-                      content_type="application/cloudevents-batch+json")
+        result = post(
+            client, factories.cloudevent(), content_type="application/cloudevents-batch+json"
+        )
         assert result.status_code == 400

@@ -14,9 +14,7 @@ _FORMATS = {fmt.value: fmt for fmt in EnvelopeFormat}
 def envelope_format(content_type: str | None) -> EnvelopeFormat:
     """The framing a Content-Type announces; 415 for anything else."""
     if not content_type:
-        raise UnsupportedMediaType(
-            f"send a Content-Type: one of {', '.join(_FORMATS)}"
-        )
+        raise UnsupportedMediaType(f"send a Content-Type: one of {', '.join(_FORMATS)}")
     media_type, params = falcon.parse_header(content_type)
     fmt = _FORMATS.get(media_type.lower())
     if fmt is None:

@@ -40,7 +40,7 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _timestamp(value: object) -> datetime:
     if not isinstance(value, str):
-        raise ValueError("must be a string holding an RFC 3339 date-time")  # noqa: TRY004
+        raise ValueError("must be a string holding an RFC 3339 date-time")
     return parse_timestamp(value)
 
 
@@ -129,35 +129,47 @@ def _message(error: Any) -> str:
     return str(error["msg"])
 
 
+def _scalar_problem(value: Any, limits: Limits) -> str | None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "contains U+0000, which cannot be stored"
+        if len(value) > limits.max_string_chars:
+            return f"is {len(value)} characters long; the limit is {limits.max_string_chars}"
+    elif isinstance(value, bool):
+        return None
+    elif isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return "is an integer outside ±(2^53−1); send it as a string"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number"
+    return None
+
+
+def _key_problem(key: str, limits: Limits) -> str | None:
+    if "\x00" in key:
+        return "has a key containing U+0000, which cannot be stored"
+    if len(key) > limits.max_string_chars:
+        return f"has a key longer than {limits.max_string_chars} characters"
+    return None
+
+
 def _walk(value: Any, path: str, depth: int, limits: Limits) -> Iterator[tuple[str, str]]:
     """Yield (path, problem) for what JSON allows but an audit record must not hold."""
     if depth > limits.max_depth:
         yield path, f"is nested deeper than {limits.max_depth} levels"
-        return
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield path, "contains U+0000, which cannot be stored"
-        if len(value) > limits.max_string_chars:
-            yield path, f"is {len(value)} characters long; the limit is {limits.max_string_chars}"
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, int):
-        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            yield path, "is an integer outside ±(2^53−1); send it as a string"
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            yield path, "is not a finite number"
     elif isinstance(value, dict):
         for key, item in value.items():
-            child = f"{path}.{key}"
-            if "\x00" in key:
-                yield path, "has a key containing U+0000, which cannot be stored"
-            elif len(key) > limits.max_string_chars:
-                yield path, f"has a key longer than {limits.max_string_chars} characters"
-            yield from _walk(item, child, depth + 1, limits)
+            problem = _key_problem(key, limits)
+            if problem:
+                yield path, problem
+            yield from _walk(item, f"{path}.{key}", depth + 1, limits)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _walk(item, f"{path}.{index}", depth + 1, limits)
+    else:
+        problem = _scalar_problem(value, limits)
+        if problem:
+            yield path, problem
 
 
 def check_event(
@@ -188,15 +200,17 @@ def check_event(
             except orjson.JSONEncodeError:  # an out-of-range integer, reported by _walk
                 size = 0
             if size > limits.max_data_bytes:
-                problems.append(FieldError(
-                    index, "data", f"is {size} bytes serialized; the limit is {limits.max_data_bytes}"
-                ))
+                limit = limits.max_data_bytes
+                message = f"is {size} bytes serialized; the limit is {limit}"
+                problems.append(FieldError(index, "data", message))
     if event is not None:
         if event.occurred_at > now + limits.future_skew:
             skew = int(limits.future_skew.total_seconds())
-            problems.append(FieldError(
-                index, "occurred_at", f"is more than {skew} s ahead of the server's clock"
-            ))
+            problems.append(
+                FieldError(
+                    index, "occurred_at", f"is more than {skew} s ahead of the server's clock"
+                )
+            )
         elif event.occurred_at < EARLIEST:
             problems.append(FieldError(index, "occurred_at", "is before 1970-01-01T00:00:00Z"))
     if problems or event is None:
@@ -248,55 +262,50 @@ def _uuid5(source: str, event_id: str) -> str:
     return str(uuid.uuid5(CLOUDEVENTS_NAMESPACE, f"{source}\n{event_id}"))
 
 
-def from_cloudevent(raw: Any, index: int) -> tuple[dict[str, Any] | None, list[FieldError]]:
-    """Map a structured-mode CloudEvent to a raw envelope (still to be checked)."""
-    if not isinstance(raw, dict):
-        return None, [FieldError(index, "$", "must be a JSON object")]
+def _cloudevent_problems(raw: dict[str, Any], index: int) -> list[FieldError]:
+    """What makes a CloudEvent unusable before its attributes are even mapped."""
     problems: list[FieldError] = []
     if raw.get("specversion") != "1.0":
-        problems.append(FieldError(index, "specversion", "must be \"1.0\""))
+        problems.append(FieldError(index, "specversion", 'must be "1.0"'))
     ce_id = raw.get("id")
     if not isinstance(ce_id, str) or not ce_id:
         problems.append(FieldError(index, "id", "is required: a non-empty string"))
     content_type = raw.get("datacontenttype")
-    if content_type is not None and not (
-        isinstance(content_type, str)
-        and (content_type.split(";")[0].strip() in _JSON_CONTENT_TYPES
-             or content_type.split(";")[0].strip().endswith("+json"))
-    ):
-        problems.append(FieldError(index, "datacontenttype", "must be a JSON media type"))
+    if content_type is not None:
+        media = content_type.split(";")[0].strip() if isinstance(content_type, str) else ""
+        if media not in _JSON_CONTENT_TYPES and not media.endswith("+json"):
+            problems.append(FieldError(index, "datacontenttype", "must be a JSON media type"))
     if "data_base64" in raw:
         problems.append(FieldError(index, "data_base64", "binary data is not accepted; use data"))
+    return problems
+
+
+def from_cloudevent(raw: Any, index: int) -> tuple[dict[str, Any] | None, list[FieldError]]:
+    """Map a structured-mode CloudEvent to a raw envelope (still to be checked)."""
+    if not isinstance(raw, dict):
+        return None, [FieldError(index, "$", "must be a JSON object")]
+    problems = _cloudevent_problems(raw, index)
     if problems:
         return None, problems
-
+    ce_id = raw["id"]
     event: dict[str, Any] = {}
-    context: dict[str, Any] = {}
-    actor: dict[str, Any] = {}
-    subject: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {"actor": {}, "subject": {}, "context": {}}
     for key, value in raw.items():
         if key in ("specversion", "id", "datacontenttype"):
             continue
-        target = CLOUDEVENT_ATTRIBUTES.get(key)
-        if target is None:
-            context[key] = value  # dataschema and every extension attribute
-        elif target.startswith("actor."):
-            actor[target[6:]] = value
-        elif target.startswith("subject."):
-            subject[target[8:]] = value
+        # dataschema and every extension attribute without a mapping are kept in context.
+        target = CLOUDEVENT_ATTRIBUTES.get(key, f"context.{key}")
+        head, _, tail = target.partition(".")
+        if tail:
+            nested[head][tail] = value
         else:
-            event[target] = value
+            event[head] = value
     source = event.get("service")
     if isinstance(source, str):
-        event["id"] = cloudevent_id(source, str(ce_id))
-        if event["id"] != str(ce_id).lower():
-            context["cloudevents_id"] = ce_id
-    if actor:
-        event["actor"] = actor
-    if subject:
-        event["subject"] = subject
-    if context:
-        event["context"] = context
+        event["id"] = cloudevent_id(source, ce_id)
+        if event["id"] != ce_id.lower():
+            nested["context"]["cloudevents_id"] = ce_id
+    event.update({name: part for name, part in nested.items() if part})
     return event, []
 
 

@@ -65,17 +65,19 @@ class IngestService:
         events: list[dict[str, Any]] = []
         errors: list[FieldError] = []
         first_index: dict[str, int] = {}
-        for index, raw in enumerate(items):
-            cloud = fmt is not EnvelopeFormat.NATIVE
+        cloud = fmt is not EnvelopeFormat.NATIVE
+        for index, item in enumerate(items):
+            raw = item
             if cloud:
-                raw, problems = from_cloudevent(raw, index)
+                raw, problems = from_cloudevent(item, index)
                 if problems:
                     errors.extend(problems)
                     continue
             event, problems = check_event(raw, index, now, self._limits)
             if cloud:
-                problems = [FieldError(p.index, cloudevent_field(p.field), p.message)
-                            for p in problems]
+                problems = [
+                    FieldError(p.index, cloudevent_field(p.field), p.message) for p in problems
+                ]
             errors.extend(problems)
             if event is None:
                 continue
@@ -107,8 +109,7 @@ class IngestService:
             return [value]
         if isinstance(value, list) and fmt is not EnvelopeFormat.CLOUDEVENT:
             if not value:
-                raise MalformedBody("the array is empty; send 1 to "
-                                    f"{self._max_events} events")
+                raise MalformedBody(f"the array is empty; send 1 to {self._max_events} events")
             if len(value) > self._max_events:
                 raise BodyTooLarge(
                     f"{len(value)} events in one request; the limit is {self._max_events}"

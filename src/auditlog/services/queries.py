@@ -20,6 +20,7 @@ from auditlog.services.envelope import OUTCOMES
 from auditlog.storage.events import BUCKET_ORIGIN, GROUP_KEYS, EventFilter, EventStore
 
 Params = Mapping[str, str | list[str]]
+Order = Literal["asc", "desc"]
 
 FILTER_PARAMS = (
     "service",
@@ -58,7 +59,7 @@ class Cursor:
     of the walk, so events committed meanwhile can neither repeat nor shift a page.
     """
 
-    order: Literal["asc", "desc"]
+    order: Order
     occurred_at: datetime
     seq: int
     snapshot: int
@@ -90,8 +91,11 @@ class Cursor:
                 snapshot=raw["n"],
                 query=raw["q"],
             )
-            if not (isinstance(cursor.seq, int) and isinstance(cursor.snapshot, int)
-                    and isinstance(cursor.query, str)):
+            if not (
+                isinstance(cursor.seq, int)
+                and isinstance(cursor.snapshot, int)
+                and isinstance(cursor.query, str)
+            ):
                 raise ValueError("malformed fields")
         except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
             raise InvalidQuery("cursor", "is not a cursor this server issued") from None
@@ -130,9 +134,11 @@ def _filter(values: dict[str, str]) -> EventFilter:
     outcome = values.get("outcome")
     if outcome is not None and outcome not in OUTCOMES:
         raise InvalidQuery("outcome", f"must be one of {', '.join(OUTCOMES)}")
-    type_exact, type_prefix = values.get("type"), None
+    type_exact = values.get("type")
+    type_prefix: str | None = None
     if type_exact is not None and type_exact.endswith("*"):
-        type_exact, type_prefix = None, type_exact[:-1]
+        type_prefix = type_exact[:-1]
+        type_exact = None
     return EventFilter(
         service=values.get("service"),
         type=type_exact,
@@ -148,6 +154,15 @@ def _filter(values: dict[str, str]) -> EventFilter:
         since=since,
         until=until,
     )
+
+
+def _order(values: dict[str, str]) -> Order:
+    order = values.get("order", "desc")
+    if order == "asc":
+        return "asc"
+    if order == "desc":
+        return "desc"
+    raise InvalidQuery("order", "must be asc or desc")
 
 
 def _fingerprint(values: dict[str, str]) -> str:
@@ -186,9 +201,7 @@ class QueryService:
         values = _single(params, LIST_PARAMS)
         flt = _filter(values)
         limit = self._limit(values)
-        order = values.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise InvalidQuery("order", "must be asc or desc")
+        order = _order(values)
         query = _fingerprint(values)
         after: tuple[datetime, int] | None = None
         if "cursor" in values:
@@ -201,14 +214,18 @@ class QueryService:
         else:
             snapshot = self._store.next_seq()
         rows = self._store.page(
-            flt, order=order, limit=limit + 1, before_seq=snapshot, after=after  # type: ignore[arg-type]
+            flt,
+            order=order,
+            limit=limit + 1,
+            before_seq=snapshot,
+            after=after,
         )
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
             last = rows[-1]
             next_cursor = Cursor(
-                order=order,  # type: ignore[arg-type]
+                order=order,
                 occurred_at=parse_timestamp(last["occurred_at"]),
                 seq=last["seq"],
                 snapshot=snapshot,
@@ -222,7 +239,8 @@ class QueryService:
             if required not in values:
                 raise InvalidQuery(required, "is required")
         flt = _filter(values)
-        assert flt.since is not None and flt.until is not None
+        assert flt.since is not None
+        assert flt.until is not None
         width_name = values.get("width", "1h")
         width = parse_width(width_name)
         group_by = values.get("group_by")

@@ -41,13 +41,23 @@ class _Stop(Exception):
     """The drain must end now (deadline or lost lease); what is unwritten stays pending."""
 
 
+@dataclass
+class _Run:
+    """One drain in progress: whose it is, until when, and what it has done so far."""
+
+    consumer: str
+    deadline: float
+    keep_going: Callable[[], bool]
+    report: DrainReport
+
+
 def parse_entry(entry: Entry) -> dict[str, Any]:
     """The event an entry carries; ValueError if it can never be written."""
     if entry.payload is None:
         raise ValueError("the entry has no payload")
     event = orjson.loads(entry.payload)
     if not isinstance(event, dict):
-        raise ValueError("the payload is not a JSON object")  # noqa: TRY004
+        raise ValueError("the payload is not a JSON object")
     missing = [key for key in REQUIRED_KEYS if not event.get(key)]
     if missing:
         raise ValueError(f"the payload lacks {', '.join(missing)}")
@@ -92,7 +102,7 @@ class BatchWriter:
         if not self._group_ready:
             self._stream.ensure_group()
             self._group_ready = True
-        report = DrainReport()
+        run = _Run(consumer, deadline, keep_going, DrainReport())
         own_pending = True
         next_claim = self._clock()
         try:
@@ -113,21 +123,15 @@ class BatchWriter:
                         entries = self._stream.read(
                             consumer, self._batch_max, self._block_ms, pending=False
                         )
-                if entries and self._write(consumer, entries, deadline, keep_going, report):
+                if entries and self._write(run, entries):
                     own_pending = True  # something was left pending: try it again first
         except _Stop:
             pass
-        return report
+        return run.report
 
-    def _write(
-        self,
-        consumer: str,
-        entries: list[Entry],
-        deadline: float,
-        keep_going: Callable[[], bool],
-        report: DrainReport,
-    ) -> bool:
+    def _write(self, run: _Run, entries: list[Entry]) -> bool:
         """Write entries; True if some were left pending to be retried."""
+        report = run.report
         good: list[Entry] = []
         events: list[dict[str, Any]] = []
         for entry in entries:
@@ -135,7 +139,7 @@ class BatchWriter:
                 events.append(parse_entry(entry))
                 good.append(entry)
             except ValueError as exc:
-                self._dead_letter(entry, f"unreadable entry: {exc}", report)
+                self._dead_letter(entry, f"unreadable entry: {exc}", run)
         if not good:
             return False
         delay = 0.1
@@ -146,12 +150,12 @@ class BatchWriter:
             except StoreUnavailable as exc:
                 report.retries += 1
                 log.warning("store unavailable; retrying", error=str(exc), retry_in_s=delay)
-                if self._clock() + delay >= deadline or not keep_going():
+                if self._clock() + delay >= run.deadline or not run.keep_going():
                     raise _Stop from exc
                 self._sleep(delay)
                 delay = min(delay * 2, 5.0)
             except StoreRejected as exc:
-                return self._isolate(consumer, good, str(exc), deadline, keep_going, report)
+                return self._isolate(run, good, str(exc))
         self._stream.ack([entry.entry_id for entry in good])
         report.batches += 1
         report.stored += len(result.stored)
@@ -159,7 +163,7 @@ class BatchWriter:
         report.largest_batch = max(report.largest_batch, len(good))
         log.info(
             "batch written",
-            consumer=consumer,
+            consumer=run.consumer,
             batch=len(good),
             stored=len(result.stored),
             duplicates=result.duplicates,
@@ -169,31 +173,24 @@ class BatchWriter:
             self._on_batch(len(good), good, events)
         return False
 
-    def _isolate(
-        self,
-        consumer: str,
-        entries: list[Entry],
-        error: str,
-        deadline: float,
-        keep_going: Callable[[], bool],
-        report: DrainReport,
-    ) -> bool:
+    def _isolate(self, run: _Run, entries: list[Entry], error: str) -> bool:
         """The store refused a batch: split it until the entries it refuses stand alone."""
         if len(entries) > 1:
             middle = len(entries) // 2
-            left = self._write(consumer, entries[:middle], deadline, keep_going, report)
-            right = self._write(consumer, entries[middle:], deadline, keep_going, report)
+            left = self._write(run, entries[:middle])
+            right = self._write(run, entries[middle:])
             return left or right
         entry = entries[0]
-        attempts = self._stream.deliveries(consumer, entry.entry_id)
+        attempts = self._stream.deliveries(run.consumer, entry.entry_id)
         if attempts >= self._max_attempts:
-            self._dead_letter(entry, f"refused {attempts} times: {error}", report)
+            self._dead_letter(entry, f"refused {attempts} times: {error}", run)
             return False
-        log.warning("entry refused; will retry", entry=entry.entry_id, attempts=attempts,
-                    error=error)
+        log.warning(
+            "entry refused; will retry", entry=entry.entry_id, attempts=attempts, error=error
+        )
         return True
 
-    def _dead_letter(self, entry: Entry, error: str, report: DrainReport) -> None:
+    def _dead_letter(self, entry: Entry, error: str, run: _Run) -> None:
         log.error("entry dead-lettered", entry=entry.entry_id, error=error)
         self._stream.dead_letter(entry, error)
-        report.dead_lettered += 1
+        run.report.dead_lettered += 1

@@ -47,7 +47,7 @@ COPY_COLUMNS = (
     "context",
     "data",
 )
-_COPY_SQL = f"COPY events ({', '.join(COPY_COLUMNS)}) FROM STDIN"  # noqa: S608 - constants
+_COPY_SQL = f"COPY events ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 
 # time_bucket's own default origin for intervals without months (a Monday, midnight UTC);
 # passed explicitly so that the zero-filled series computed in Python lines up with it.

@@ -53,7 +53,8 @@ class EventStream:
     """XADD at the edge; XREADGROUP, XACK/XDEL, XAUTOCLAIM and a dead-letter stream behind."""
 
     def __init__(self, client: redis.Redis, key: str, *, backlog_limit: int):
-        self._redis = client
+        # redis-py types replies as unions of every encoding; the replies are parsed here.
+        self._redis: Any = client
         self.key = key
         self.dead_key = f"{key}:dead"
         self._backlog_limit = backlog_limit
@@ -69,9 +70,7 @@ class EventStream:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unavailable(f"the event queue (Redis) does not answer: {exc}") from exc
         if ids is None:
-            raise Overloaded(
-                f"more than {self._backlog_limit} events are waiting to be written", 5
-            )
+            raise Overloaded(f"more than {self._backlog_limit} events are waiting to be written", 5)
         return [i.decode() for i in ids]
 
     def depth(self) -> int:

@@ -11,7 +11,7 @@ from auditlog.settings import Settings
 from auditlog.storage.leases import SlotLeases
 
 
-class AuditlogCelery(Celery):  # type: ignore[misc]
+class AuditlogCelery(Celery):
     """A Celery app that carries its settings and builds its writer lazily, after the fork."""
 
     def __init__(self, settings: Settings):

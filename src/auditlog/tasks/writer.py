@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 from celery import Task, bootsteps
@@ -44,10 +44,10 @@ def register(app: AuditlogCelery) -> None:
                 drain.apply_async(args=(slot,), task_id=successor)
         return {"slot": slot, **report.as_dict()}
 
-    class WriterWatchdog(bootsteps.StartStopStep):  # type: ignore[misc]
+    class WriterWatchdog(bootsteps.StartStopStep):
         """Every few seconds, start a drain for each slot nobody holds."""
 
-        requires = {"celery.worker.components:Timer"}
+        requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
 
         def __init__(self, worker: Any, **kwargs: Any):
             super().__init__(worker, **kwargs)

@@ -1,0 +1,133 @@
+"""/openapi.json describes exactly the routes the app serves, and the answers they give."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from falcon import inspect, testing
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from sqlalchemy import Engine
+
+from auditlog.app import create_app
+from auditlog.runtime import ApiRuntime
+from auditlog.settings import Settings
+from tests import factories
+from tests.integration.conftest import post, wait_stored
+
+
+@pytest.fixture(scope="module")
+def document(client: testing.TestClient) -> dict[str, Any]:
+    result = client.simulate_get("/openapi.json")
+    assert result.status_code == 200
+    return result.json
+
+
+def check(document: dict[str, Any], path: str, method: str, result: testing.Result) -> None:
+    """The answer's status is documented for the operation and its body fits the schema."""
+    operation = document["paths"][path][method.lower()]
+    status = str(result.status_code)
+    assert status in operation["responses"], f"{method} {path} answered undocumented {status}"
+    content = operation["responses"][status].get("content", {})
+    schema = content["application/json"]["schema"]
+    registry = Registry().with_resource(
+        "urn:doc",
+        Resource.from_contents(
+            {**document, "$schema": "https://json-schema.org/draft/2020-12/schema"}
+        ),
+    )
+    validator = Draft202012Validator(_rebase(schema), registry=registry)
+    errors = sorted(validator.iter_errors(result.json), key=str)
+    assert not errors, f"{method} {path} {status}: {errors[0].message}"
+
+
+def _rebase(schema: Any) -> Any:
+    """Point local $refs at the whole document held in the registry."""
+    if isinstance(schema, dict):
+        return {
+            k: ("urn:doc" + v if k == "$ref" and v.startswith("#") else _rebase(v))
+            for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_rebase(v) for v in schema]
+    return schema
+
+
+class TestDocument:
+    def test_is_openapi_31_with_valid_schemas(self, document: dict[str, Any]):
+        assert document["openapi"] == "3.1.0"
+        for name, schema in document["components"]["schemas"].items():
+            Draft202012Validator.check_schema(schema)
+            assert name
+
+    def test_routes_match_the_app(
+        self, document: dict[str, Any], settings: Settings, runtime: ApiRuntime
+    ):
+        app = create_app(settings, runtime=runtime)
+        served = {
+            (route.path, method.method.lower())
+            for route in inspect.inspect_routes(app)
+            for method in route.methods
+            if not method.internal and method.method != "OPTIONS"
+        }
+        documented = {(path, method) for path, item in document["paths"].items() for method in item}
+        assert served == documented
+
+
+class TestAnswersFitTheDocument:
+    def test_post_answers(self, client: testing.TestClient, document: dict[str, Any]):
+        check(document, "/v1/events", "POST", post(client, factories.event()))
+        check(document, "/v1/events", "POST", post(client, [factories.event(type="X")]))
+        check(document, "/v1/events", "POST", post(client, b"{"))
+        check(document, "/v1/events", "POST", post(client, factories.events(1001)))
+        check(
+            document,
+            "/v1/events",
+            "POST",
+            post(client, factories.event(), content_type="text/plain"),
+        )
+        check(
+            document,
+            "/v1/events",
+            "POST",
+            post(
+                client, [factories.cloudevent()], content_type="application/cloudevents-batch+json"
+            ),
+        )
+
+    def test_get_answers(self, api: testing.TestClient, document: dict[str, Any]):
+        sent = factories.event()
+        post(api, sent)
+        check(document, "/v1/events", "GET", api.simulate_get("/v1/events", params={"limit": 5}))
+        check(document, "/v1/events", "GET", api.simulate_get("/v1/events", params={"limit": 0}))
+        check(
+            document, "/v1/events/{event_id}", "GET", api.simulate_get(f"/v1/events/{uuid.uuid4()}")
+        )
+        check(
+            document,
+            "/v1/stats/buckets",
+            "GET",
+            api.simulate_get(
+                "/v1/stats/buckets",
+                params={
+                    "since": "2026-01-01T00:00:00Z",
+                    "until": "2026-01-02T00:00:00Z",
+                    "group_by": "type",
+                },
+            ),
+        )
+        check(document, "/v1/stats/buckets", "GET", api.simulate_get("/v1/stats/buckets"))
+        check(document, "/healthz", "GET", api.simulate_get("/healthz"))
+        check(document, "/readyz", "GET", api.simulate_get("/readyz"))
+
+    def test_stored_event_fits(
+        self, api: testing.TestClient, document: dict[str, Any], owner_db: Engine
+    ):
+        sent = factories.event()
+        post(api, sent)
+        wait_stored(owner_db, [sent["id"]])
+        check(
+            document, "/v1/events/{event_id}", "GET", api.simulate_get(f"/v1/events/{sent['id']}")
+        )

@@ -1,0 +1,141 @@
+"""The database itself refuses to change history, whoever asks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from auditlog.cli import alembic_config, drop_database, migrate, setup_database
+from auditlog.settings import Role, Settings
+from tests import factories
+from tests.integration.conftest import make_settings, post, wait_stored
+
+CHANGES = {
+    "update": "UPDATE {table} SET {column} = {column}",
+    "delete": "DELETE FROM {table}",
+    "truncate": "TRUNCATE {table}",
+}
+COLUMNS = {"events": "type", "event_ids": "occurred_at"}
+
+
+@pytest.fixture(scope="module")
+def stored(api: object, owner_db: Engine) -> str:
+    """At least one stored event, so that every statement has a row (and a chunk) to hit."""
+    sent = factories.event()
+    post(api, sent)  # type: ignore[arg-type]
+    wait_stored(owner_db, [sent["id"]])
+    return str(sent["id"])
+
+
+@pytest.fixture(scope="module")
+def engines(settings: Settings) -> Iterator[dict[Role, Engine]]:
+    engines: dict[Role, Engine] = {
+        role: create_engine(settings.url_for(role)) for role in ("owner", "writer", "reader")
+    }
+    yield engines
+    for engine in engines.values():
+        engine.dispose()
+
+
+def attempt(engine: Engine, sql: str) -> str:
+    """Run sql; return the database's refusal message (the test fails if it is accepted)."""
+    with engine.connect() as conn:
+        try:
+            conn.execute(text(sql))
+        except DBAPIError as exc:
+            conn.rollback()
+            return str(exc.orig)
+        conn.rollback()
+    raise AssertionError(f"accepted: {sql}")
+
+
+def first_chunk(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.scalar(
+                text(
+                    "SELECT format('%I.%I', chunk_schema, chunk_name)"
+                    " FROM timescaledb_information.chunks"
+                    " WHERE hypertable_name = 'events' ORDER BY range_start LIMIT 1"
+                )
+            )
+        )
+
+
+class TestRoles:
+    """The writer may only INSERT and SELECT; the reader may only SELECT."""
+
+    @pytest.mark.parametrize("change", list(CHANGES))
+    @pytest.mark.parametrize("table", list(COLUMNS))
+    @pytest.mark.parametrize("role", ["writer", "reader"])
+    def test_change_is_denied(
+        self, engines: dict[Role, Engine], stored: str, role: Role, table: str, change: str
+    ):
+        sql = CHANGES[change].format(table=table, column=COLUMNS[table])
+        assert "permission denied" in attempt(engines[role], sql)
+
+    def test_reader_cannot_insert(self, engines: dict[Role, Engine]):
+        message = attempt(
+            engines["reader"], "INSERT INTO event_ids VALUES (gen_random_uuid(), now())"
+        )
+        assert "permission denied" in message
+
+    def test_writer_can_insert_and_select(self, engines: dict[Role, Engine]):
+        with engines["writer"].begin() as conn:
+            conn.execute(text("SELECT count(*) FROM events"))
+            conn.execute(text("INSERT INTO event_ids VALUES (gen_random_uuid(), now())"))
+            conn.rollback()
+
+
+class TestAppendOnly:
+    """Even the owner is refused, by the trigger on the hypertable and by its own grants."""
+
+    @pytest.mark.parametrize("change", list(CHANGES))
+    @pytest.mark.parametrize("table", list(COLUMNS))
+    def test_owner_is_refused(
+        self, engines: dict[Role, Engine], stored: str, table: str, change: str
+    ):
+        sql = CHANGES[change].format(table=table, column=COLUMNS[table])
+        message = attempt(engines["owner"], sql)
+        assert "append-only" in message or "permission denied" in message
+
+    @pytest.mark.parametrize("change", ["update", "delete"])
+    def test_trigger_refuses_the_owner_even_with_privileges(
+        self, engines: dict[Role, Engine], stored: str, change: str
+    ):
+        sql = CHANGES[change].format(table="events", column="type")
+        with engines["owner"].connect() as conn:
+            conn.execute(text("GRANT UPDATE, DELETE, TRUNCATE ON events TO CURRENT_USER"))
+            with pytest.raises(DBAPIError, match="append-only"):
+                conn.execute(text(sql))
+            conn.rollback()
+
+    @pytest.mark.parametrize("change", list(CHANGES))
+    def test_chunks_refuse_the_owner_too(
+        self, engines: dict[Role, Engine], stored: str, change: str
+    ):
+        chunk = first_chunk(engines["owner"])
+        message = attempt(engines["owner"], CHANGES[change].format(table=chunk, column="type"))
+        assert "append-only" in message or "permission denied" in message
+
+
+class TestMigrations:
+    """Alembic owns the schema: the models match it, and it goes down and up cleanly."""
+
+    def test_models_match_the_migrated_schema(self, settings: Settings):
+        command.check(alembic_config(settings))
+
+    def test_downgrade_and_upgrade_again(self):
+        scratch = make_settings()
+        setup_database(scratch)
+        try:
+            migrate(scratch)
+            command.downgrade(alembic_config(scratch), "base")
+            migrate(scratch)
+            command.check(alembic_config(scratch))
+        finally:
+            drop_database(scratch)

@@ -1,0 +1,54 @@
+"""Cursor encoding, parameter rules and bucket widths, without a database."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from auditlog.errors import InvalidQuery
+from auditlog.services.queries import Cursor, parse_width
+
+
+class TestCursor:
+    def test_round_trip(self):
+        cursor = Cursor("asc", datetime(2026, 1, 1, 0, 0, 0, 7, tzinfo=UTC), 42, 100, "abc")
+        assert Cursor.decode(cursor.encode()) == cursor
+
+    @pytest.mark.parametrize(
+        "token",
+        [
+            "",
+            "!!!",
+            base64.urlsafe_b64encode(b"[]").decode(),
+            base64.urlsafe_b64encode(b'{"v":2}').decode(),
+            Cursor("asc", datetime(2026, 1, 1, tzinfo=UTC), 1, 2, "q").encode()[:-3],
+            base64.urlsafe_b64encode(
+                b'{"v":1,"o":"asc","t":"2026-01-01T00:00:00Z","s":"1","n":2,"q":"x"}'
+            ).decode(),
+        ],
+    )
+    def test_garbage_is_refused(self, token: str):
+        with pytest.raises(InvalidQuery, match="cursor"):
+            Cursor.decode(token)
+
+
+class TestWidth:
+    @pytest.mark.parametrize(
+        ("text", "width"),
+        [
+            ("1m", timedelta(minutes=1)),
+            ("15m", timedelta(minutes=15)),
+            ("6h", timedelta(hours=6)),
+            ("1d", timedelta(days=1)),
+            ("366d", timedelta(days=366)),
+        ],
+    )
+    def test_valid(self, text: str, width: timedelta):
+        assert parse_width(text) == width
+
+    @pytest.mark.parametrize("text", ["", "0m", "1", "m", "1w", "1.5h", "367d", "01h", "-1h"])
+    def test_invalid(self, text: str):
+        with pytest.raises(InvalidQuery, match="width"):
+            parse_width(text)

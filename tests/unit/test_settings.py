@@ -1,0 +1,50 @@
+"""Settings come from AUDITLOG_* variables, and a bad one fails at start-up, by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from auditlog.settings import Settings, SettingsError
+
+
+class TestFromEnv:
+    def test_defaults(self):
+        settings = Settings.from_env({})
+        assert settings.database_name == "auditlog"
+        assert settings.celery_broker_url == settings.redis_url
+
+    def test_values_are_parsed(self):
+        settings = Settings.from_env(
+            {"AUDITLOG_WRITER_SLOTS": "4", "OTHER": "x", "AUDITLOG_BROKER_URL": "redis://h:1/2"}
+        )
+        assert settings.writer_slots == 4
+        assert settings.celery_broker_url == "redis://h:1/2"
+
+    def test_unknown_variable_is_an_error(self):
+        with pytest.raises(SettingsError, match="AUDITLOG_WRITER_SLOT"):
+            Settings.from_env({"AUDITLOG_WRITER_SLOT": "4"})
+
+    def test_bad_value_names_the_variable(self):
+        with pytest.raises(SettingsError, match="AUDITLOG_MAX_BODY_BYTES"):
+            Settings.from_env({"AUDITLOG_MAX_BODY_BYTES": "lots"})
+
+    def test_role_urls(self):
+        settings = Settings.from_env(
+            {
+                "AUDITLOG_DATABASE_URL": "postgresql://db.internal:6432/audit",
+                "AUDITLOG_WRITER_PASSWORD": "s3cret",
+            }
+        )
+        writer = settings.url_for("writer")
+        assert (writer.username, writer.password, writer.host, writer.port, writer.database) == (
+            "auditlog_writer",
+            "s3cret",
+            "db.internal",
+            6432,
+            "audit",
+        )
+        assert settings.url_for("reader").password is None
+        assert writer.drivername == "postgresql+psycopg"
+
+    def test_redis_keys_are_prefixed(self):
+        assert Settings.from_env({"AUDITLOG_REDIS_PREFIX": "x"}).key("events") == "x:events"
