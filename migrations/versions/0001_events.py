@@ -54,6 +54,8 @@ def upgrade() -> None:
     )
     # One chunk a day: a day's indexes stay small enough to live in memory while being
     # written, and a query bounded in time touches only the days it asks for.
+    # TODO(scale): at well over ~50 M events a day, shorten it (set_chunk_time_interval) so
+    # that one chunk's indexes still fit in a quarter of the memory.
     op.execute(
         "SELECT create_hypertable('events', by_range('occurred_at', INTERVAL '1 day'),"
         " create_default_indexes => false)"
@@ -72,6 +74,8 @@ def upgrade() -> None:
             f" WHERE {expression} IS NOT NULL"
         )
 
+    # TODO(scale): a plain table is fine to a few billion ids; past that, hash-partition it
+    # on id (PostgreSQL declarative partitioning) so each partition's index stays in memory.
     op.execute(
         """
         CREATE TABLE event_ids (

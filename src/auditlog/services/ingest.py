@@ -101,6 +101,8 @@ class IngestService:
     def _items(self, body: bytes, fmt: EnvelopeFormat) -> list[Any]:
         if not body:
             raise MalformedBody("the body is empty; send an event or an array of events")
+        # TODO(scale): duplicate keys in one object are not detected (the last one wins, and
+        # that is what is stored and hashed); refusing them needs a parser that reports them.
         try:
             value = from_json(body, allow_inf_nan=False)
         except ValueError as exc:

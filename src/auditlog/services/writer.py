@@ -153,7 +153,7 @@ class BatchWriter:
                 if self._clock() + delay >= run.deadline or not run.keep_going():
                     raise _Stop from exc
                 self._sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)
             except StoreRejected as exc:
                 return self._isolate(run, good, str(exc))
         self._stream.ack([entry.entry_id for entry in good])

@@ -62,7 +62,11 @@ class EventStream:
 
     # --- producer side ---------------------------------------------------------------------
     def append(self, payloads: list[bytes], request_id: str | None = None) -> list[str]:
-        """Add every payload or none; refuse when the backlog would pass its limit."""
+        """Add every payload or none; refuse when the backlog would pass its limit.
+
+        Returning means Redis holds the entries in memory. How durable that is depends on
+        Redis's own persistence (appendonly): see docs/DESIGN.md.
+        """
         try:
             ids = self._append(
                 keys=[self.key], args=[self._backlog_limit, request_id or "", *payloads]

@@ -9,8 +9,11 @@ timer in every worker's main process, starts a chain for any slot whose lease ha
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import uuid
+from types import FrameType
 from typing import Any, ClassVar
 
 import structlog
@@ -22,26 +25,53 @@ log = structlog.get_logger("auditlog.tasks")
 
 WATCHDOG_INTERVAL_S = 2.0
 
+# Set when this pool process is asked to stop (SIGTERM: honcho, docker, systemd and Celery's
+# cold shutdown all send it). The drain then writes the batch in hand, returns and does not
+# pass its slot on; billiard's default would exit at once and leave the batch for the
+# next start.
+_stopping = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _stopping.set()
+
+
+def _stop_gracefully_on_sigterm() -> None:
+    # Installed from inside the first task: billiard resets the pool's signal handlers after
+    # the worker_process_init hooks have run.
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
 
 def register(app: AuditlogCelery) -> None:
     @app.task(name="auditlog.drain", bind=True, acks_late=True, reject_on_worker_lost=True)
     def drain(self: Task, slot: int) -> dict[str, Any]:
         """Write batches for one slot, then pass the slot on to the next drain."""
+        _stop_gracefully_on_sigterm()
         runtime = app.writer_runtime
         token = self.request.id
+        if _stopping.is_set():
+            return {"slot": slot, "status": "pool process is stopping"}
         # A redelivery of this very task (its worker died) holds the same token: it resumes.
         if not runtime.leases.acquire(slot, token):
             return {"slot": slot, "status": "slot held by another drain"}
+
+        def pass_on() -> None:
+            if _stopping.is_set():  # shutting down: the watchdog restarts the chain later
+                runtime.leases.release(slot, token)
+                return
+            successor = str(uuid.uuid4())
+            if runtime.leases.handover(slot, token, successor):
+                drain.apply_async(args=(slot,), task_id=successor)
+
         try:
             report = runtime.writer.drain(
                 f"slot-{slot}",
                 deadline=time.monotonic() + runtime.settings.writer_drain_s,
-                keep_going=lambda: runtime.leases.renew(slot, token),
+                keep_going=lambda: not _stopping.is_set() and runtime.leases.renew(slot, token),
             )
         finally:
-            successor = str(uuid.uuid4())
-            if runtime.leases.handover(slot, token, successor):
-                drain.apply_async(args=(slot,), task_id=successor)
+            pass_on()
         return {"slot": slot, **report.as_dict()}
 
     class WriterWatchdog(bootsteps.StartStopStep):

@@ -1,0 +1,38 @@
+# auditlog: `make help` lists the targets.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test test-unit lint fmt typecheck migrate clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup:  ## Install everything (TimescaleDB, .venv, dependencies) and migrate the database
+	bash scripts/setup.sh
+
+run: setup  ## Set up, then start the whole service in the foreground (Ctrl-C stops it)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+
+test:  ## Set up, then run the whole suite against the real stack
+	SKIP_DB_SETUP=1 bash scripts/setup.sh
+	$(BIN)/pytest
+
+test-unit:  ## Only the fast unit tests (no services needed)
+	$(BIN)/pytest tests/unit
+
+lint:  ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt:  ## Format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate:  ## Run the migrations against AUDITLOG_DATABASE_URL
+	$(BIN)/auditlog migrate --setup
+
+clean:  ## Remove the virtualenv and caches (the database stays)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
