@@ -7,6 +7,7 @@ in exactly one shape, so this module has no dependencies on the rest of the pack
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,6 +77,25 @@ def parse_timestamp(value: str) -> datetime:
 def format_timestamp(moment: datetime) -> str:
     """The canonical form: UTC, six fraction digits, `Z`: 2026-01-31T12:00:00.000000Z."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_document(event: Mapping[str, Any], seq: int) -> dict[str, Any]:
+    """The API form of an event being stored (its timestamps already canonical)."""
+    return {
+        "id": event["id"],
+        "seq": seq,
+        "type": event["type"],
+        "service": event["service"],
+        "occurred_at": event["occurred_at"],
+        "received_at": event["received_at"],
+        "publisher": event.get("publisher"),
+        "actor": event.get("actor"),
+        "subject": event.get("subject"),
+        "action": event.get("action"),
+        "outcome": event["outcome"],
+        "context": event.get("context"),
+        "data": event.get("data") or {},
+    }
 
 
 def stored_event(row: Any) -> dict[str, Any]:

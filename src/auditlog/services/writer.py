@@ -7,14 +7,14 @@ store deduplicates on id, so each accepted event is stored exactly once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import structlog
 
-from auditlog.storage.events import EventStore, StoreRejected, StoreUnavailable
+from auditlog.storage.events import EventStore, StoreRejected, StoreUnavailable, WriteResult
 from auditlog.storage.stream import Entry, EventStream
 
 log = structlog.get_logger("auditlog.writer")
@@ -78,7 +78,7 @@ class BatchWriter:
         max_attempts: int,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        on_batch: Callable[[int, list[Entry], list[dict[str, Any]]], None] | None = None,
+        on_commit: Sequence[Callable[[WriteResult], None]] = (),
     ):
         self._stream = stream
         self._store = store
@@ -88,7 +88,7 @@ class BatchWriter:
         self._max_attempts = max_attempts
         self._clock = clock
         self._sleep = sleep
-        self._on_batch = on_batch
+        self._on_commit = tuple(on_commit)
         self._group_ready = False
 
     def drain(
@@ -169,8 +169,11 @@ class BatchWriter:
             duplicates=result.duplicates,
             request_ids=sorted({e.request_id for e in good if e.request_id})[:20],
         )
-        if self._on_batch is not None:
-            self._on_batch(len(good), good, events)
+        for hook in self._on_commit:
+            try:
+                hook(result)
+            except Exception:  # a hook (cache, metrics) must never undo a committed batch
+                log.exception("on_commit hook failed", hook=getattr(hook, "__name__", hook))
         return False
 
     def _isolate(self, run: _Run, entries: list[Entry], error: str) -> bool:

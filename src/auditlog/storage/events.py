@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from auditlog.canonical import stored_event
+from auditlog.canonical import event_document, stored_event
 from auditlog.errors import Unavailable
 from auditlog.storage.schema import event_ids, events
 
@@ -94,9 +94,10 @@ class EventFilter:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What a batch write did: the events it stored, with their seq, and what it skipped."""
+    """What a batch write did: the events it stored, as the API returns them, and how many
+    it skipped as already stored."""
 
-    stored: list[tuple[str, int]] = field(default_factory=list)
+    stored: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
 
 
@@ -182,15 +183,16 @@ class EventStore:
                     cur.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
                     last = cur.fetchone()
                     seq = 0 if last is None else last[0] + 1
-                    stored: list[tuple[str, int]] = []
+                    stored: list[dict[str, Any]] = []
                     with cur.copy(_COPY_SQL) as copy:
                         for event in batch:
                             event_id = event["id"]
                             if event_id not in new_ids:
                                 continue
                             new_ids.discard(event_id)  # a repeat within the batch is skipped
-                            copy.write_row(_copy_row(event, seq))
-                            stored.append((event_id, seq))
+                            document = event_document(event, seq)
+                            copy.write_row(_copy_row(document))
+                            stored.append(document)
                             seq += 1
             return WriteResult(stored=stored, duplicates=len(batch) - len(stored))
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
@@ -276,21 +278,21 @@ class EventStore:
             return [(row.start, row.key, row.n) for row in conn.execute(query)]
 
 
-def _copy_row(event: dict[str, Any], seq: int) -> tuple[Any, ...]:
+def _copy_row(document: dict[str, Any]) -> tuple[Any, ...]:
     return (
-        event["occurred_at"],
-        event["id"],
-        seq,
-        event["received_at"],
-        event["type"],
-        event["service"],
-        event.get("publisher"),
-        event.get("action"),
-        event["outcome"],
-        _json_or_none(event.get("actor")),
-        _json_or_none(event.get("subject")),
-        _json_or_none(event.get("context")),
-        orjson.dumps(event.get("data") or {}).decode(),
+        document["occurred_at"],
+        document["id"],
+        document["seq"],
+        document["received_at"],
+        document["type"],
+        document["service"],
+        document["publisher"],
+        document["action"],
+        document["outcome"],
+        _json_or_none(document["actor"]),
+        _json_or_none(document["subject"]),
+        _json_or_none(document["context"]),
+        orjson.dumps(document["data"]).decode(),
     )
 
 

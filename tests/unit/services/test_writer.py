@@ -74,7 +74,8 @@ class FakeStore:
                 self.rows.append(event["id"])
                 new.append(event["id"])
         return WriteResult(
-            stored=[(i, n) for n, i in enumerate(new)], duplicates=len(batch) - len(new)
+            stored=[{"id": i, "seq": n} for n, i in enumerate(new)],
+            duplicates=len(batch) - len(new),
         )
 
 
