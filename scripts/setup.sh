@@ -28,4 +28,6 @@ fi
 if [ "${SKIP_DB_SETUP:-0}" != 1 ]; then
   log "database: setup-db and migrations"
   .venv/bin/auditlog migrate --setup
+  # The key that signs tree heads; kept across runs (the log's identity), never committed.
+  .venv/bin/auditlog keygen --if-missing >/dev/null
 fi

@@ -13,6 +13,12 @@ from auditlog import errors
 from auditlog.controllers.docs import OpenApiResource
 from auditlog.controllers.events import EventResource, EventsResource
 from auditlog.controllers.health import HealthResource, ReadinessResource
+from auditlog.controllers.integrity import (
+    ConsistencyProofResource,
+    InclusionProofResource,
+    PublicKeyResource,
+    TreeHeadResource,
+)
 from auditlog.controllers.middleware import RequestContext
 from auditlog.controllers.stats import BucketsResource
 from auditlog.openapi import build_openapi
@@ -93,6 +99,10 @@ def create_app(
     )
     app.add_route("/v1/events/{event_id}", EventResource(runtime.queries))
     app.add_route("/v1/stats/buckets", BucketsResource(runtime.queries))
+    app.add_route("/v1/events/{event_id}/proof", InclusionProofResource(runtime.integrity))
+    app.add_route("/v1/integrity/tree-head", TreeHeadResource(runtime.integrity))
+    app.add_route("/v1/integrity/consistency", ConsistencyProofResource(runtime.integrity))
+    app.add_route("/v1/integrity/public-key", PublicKeyResource(runtime.integrity))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(readiness))
     app.add_route("/openapi.json", OpenApiResource(build_openapi(settings)))

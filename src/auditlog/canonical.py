@@ -6,6 +6,7 @@ in exactly one shape, so this module has no dependencies on the rest of the pack
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -16,23 +17,6 @@ _RFC3339 = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[Tt](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})"
     r"(?:\.(?P<frac>\d{1,32}))?(?P<tz>[Zz]|[+-]\d{2}:\d{2})",
     re.ASCII,
-)
-
-# The fields of a stored event, in the order the API returns them.
-EVENT_FIELDS = (
-    "id",
-    "seq",
-    "type",
-    "service",
-    "occurred_at",
-    "received_at",
-    "publisher",
-    "actor",
-    "subject",
-    "action",
-    "outcome",
-    "context",
-    "data",
 )
 
 
@@ -100,7 +84,7 @@ def event_document(event: Mapping[str, Any], seq: int) -> dict[str, Any]:
 
 def stored_event(row: Any) -> dict[str, Any]:
     """Shape a stored row (attribute access, e.g. a SQLAlchemy Row) as the API returns it."""
-    return {
+    document = {
         "id": str(row.id),
         "seq": row.seq,
         "type": row.type,
@@ -115,3 +99,7 @@ def stored_event(row: Any) -> dict[str, Any]:
         "context": row.context,
         "data": row.data,
     }
+    leaf = getattr(row, "leaf_hash", None)
+    if leaf is not None:
+        document["leaf_hash"] = base64.b64encode(leaf).decode()
+    return document

@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
 
+from auditlog.canonical import parse_timestamp
+from auditlog.integrity.export import ExportFormatError, read_export, write_export
+from auditlog.integrity.heads import b64, generate_key, load_public_key
+from auditlog.integrity.verify import LogVerifier, VerifyReport, interleave
 from auditlog.settings import ROLE_NAMES, Role, Settings, SettingsError
+from auditlog.storage.tree import TreeStore
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -106,6 +112,81 @@ def _cmd_queue(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.out) if args.out else settings.signing_key_path
+    if path.exists():
+        if args.if_missing:
+            print(b64(load_public_key(path)))
+            return 0
+        print(f"auditlog: {path} exists; refusing to replace a signing key", file=sys.stderr)
+        return 2
+    public = generate_key(path)
+    print(f"wrote the private key to {path} and the public key to {path}.pub")
+    print(b64(public))
+    return 0
+
+
+def _public_key_for(settings: Settings, args: argparse.Namespace) -> bytes:
+    if args.public_key:
+        return load_public_key(Path(args.public_key))
+    from auditlog.runtime import public_key  # noqa: PLC0415 - the CLI builds only what it uses
+
+    return public_key(settings)
+
+
+def _print_report(report: VerifyReport) -> int:
+    if report.intact:
+        print(
+            f"intact: {report.events} events and {report.heads} signed tree heads verified;"
+            f" tree size {report.tree_size}"
+        )
+        return 0
+    first = report.first()
+    assert first is not None
+    where = f"seq {first.seq}" if first.seq is not None else "a tree head"
+    print(f"TAMPERED: the first disagreement is at {where}: {first.message}")
+    for finding in report.findings:
+        print(f"  [{finding.kind}] {finding.message}")
+    print(f"({report.events} events and {report.heads} tree heads read)")
+    return 1
+
+
+def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    key = _public_key_for(settings, args)
+    if args.file:
+        try:
+            with open(args.file, "rb") as lines:
+                start, prefix, items = read_export(lines)
+                report = LogVerifier(key, start=start, prefix=prefix).run(items)
+        except ExportFormatError as exc:
+            print(f"auditlog: {args.file}: {exc}", file=sys.stderr)
+            return 2
+        return _print_report(report)
+    engine = create_engine(settings.url_for("reader"))
+    try:
+        with TreeStore(engine).snapshot() as snap:
+            report = LogVerifier(key).run(interleave(snap.events(), snap.heads()))
+    finally:
+        engine.dispose()
+    return _print_report(report)
+
+
+def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    since = parse_timestamp(args.since) if args.since else None
+    until = parse_timestamp(args.until) if args.until else None
+    engine = create_engine(settings.url_for("reader"))
+    out = sys.stdout.buffer if args.out in (None, "-") else open(args.out, "wb")  # noqa: SIM115
+    try:
+        with TreeStore(engine).snapshot() as snap:
+            written = write_export(snap, out, since=since, until=until)
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+        engine.dispose()
+    print(f"exported {written} events", file=sys.stderr)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auditlog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +210,29 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("queue", help="how many events wait in the stream")
     commands["queue"] = _cmd_queue
+
+    p = sub.add_parser("keygen", help="create the Ed25519 key that signs tree heads")
+    p.add_argument("--out", help="where to write it (default: AUDITLOG_SIGNING_KEY_PATH)")
+    p.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing (print the public key) if the key exists",
+    )
+    commands["keygen"] = _cmd_keygen
+
+    p = sub.add_parser("verify", help="recompute the log and check every signed tree head")
+    p.add_argument("--file", help="verify an `auditlog export` file instead of the database")
+    p.add_argument(
+        "--public-key",
+        help="the log's public key (PEM or base64); by default the one from the settings",
+    )
+    commands["verify"] = _cmd_verify
+
+    p = sub.add_parser("export", help="write the log (or a piece) as NDJSON with its tree heads")
+    p.add_argument("--since", help="first event with occurred_at >= since (RFC 3339)")
+    p.add_argument("--until", help="last event with occurred_at < until (RFC 3339)")
+    p.add_argument("--out", help="file to write (default: standard output)")
+    commands["export"] = _cmd_export
 
     parser.set_defaults(_commands=commands)
     return parser

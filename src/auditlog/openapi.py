@@ -37,6 +37,7 @@ def _error(description: str) -> dict[str, Any]:
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _TIMESTAMP = {"type": "string", "format": "date-time"}
 _UUID = {"type": "string", "format": "uuid"}
+_BASE64 = {"type": "string", "contentEncoding": "base64"}
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
@@ -84,6 +85,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "required": [
                 "id",
                 "seq",
+                "leaf_hash",
                 "type",
                 "service",
                 "occurred_at",
@@ -114,7 +116,52 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "outcome": {"enum": list(OUTCOMES)},
                 "context": {"type": ["object", "null"]},
                 "data": {"type": "object"},
+                "leaf_hash": {
+                    **_BASE64,
+                    "description": "SHA-256(0x00 || RFC 8785 of this object without "
+                    "leaf_hash): the event's leaf in the integrity tree (docs/INTEGRITY.md).",
+                },
             },
+            "additionalProperties": False,
+        },
+        "TreeHead": {
+            "type": "object",
+            "description": "A signed tree head: the signature is Ed25519 over the RFC 8785 "
+            "serialization of {tree_size, root_hash, timestamp}.",
+            "required": ["tree_size", "root_hash", "timestamp", "signature"],
+            "properties": {
+                "tree_size": {"type": "integer", "minimum": 1},
+                "root_hash": _BASE64,
+                "timestamp": _TIMESTAMP,
+                "signature": _BASE64,
+            },
+            "additionalProperties": False,
+        },
+        "InclusionProof": {
+            "type": "object",
+            "required": ["leaf_index", "tree_size", "leaf_hash", "inclusion_path"],
+            "properties": {
+                "leaf_index": {"type": "integer", "minimum": 0},
+                "tree_size": {"type": "integer", "minimum": 1},
+                "leaf_hash": _BASE64,
+                "inclusion_path": {"type": "array", "items": _BASE64},
+            },
+            "additionalProperties": False,
+        },
+        "ConsistencyProof": {
+            "type": "object",
+            "required": ["first", "second", "consistency_path"],
+            "properties": {
+                "first": {"type": "integer", "minimum": 1},
+                "second": {"type": "integer", "minimum": 1},
+                "consistency_path": {"type": "array", "items": _BASE64},
+            },
+            "additionalProperties": False,
+        },
+        "PublicKey": {
+            "type": "object",
+            "required": ["public_key", "algorithm"],
+            "properties": {"public_key": _BASE64, "algorithm": {"const": "Ed25519"}},
             "additionalProperties": False,
         },
         "Accepted": {
@@ -342,6 +389,79 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                         "404": _error("No event has this id."),
                         "503": unavailable,
                     },
+                },
+            },
+            "/v1/events/{event_id}/proof": {
+                "get": {
+                    "operationId": "getInclusionProof",
+                    "summary": "RFC 9162 inclusion proof of the event in a signed tree head.",
+                    "parameters": [
+                        {
+                            "name": "event_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        _query(
+                            "tree_size",
+                            "Size of a recorded tree head (default: the latest).",
+                            {"type": "integer", "minimum": 1},
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json(_ref("InclusionProof"), "The proof, paths in RFC 9162 order."),
+                        "400": _error("tree_size is malformed, or the event is not in it."),
+                        "404": _error("No such event, or no signed head of that size."),
+                        "503": unavailable,
+                    },
+                },
+            },
+            "/v1/integrity/tree-head": {
+                "get": {
+                    "operationId": "getTreeHead",
+                    "summary": "The latest signed tree head, or the one of a given size.",
+                    "parameters": [
+                        _query("size", "A recorded tree size.", {"type": "integer", "minimum": 1})
+                    ],
+                    "responses": {
+                        "200": _json(_ref("TreeHead"), "The signed head."),
+                        "400": bad_query,
+                        "404": _error("The log is empty, or no head has that size."),
+                        "503": unavailable,
+                    },
+                },
+            },
+            "/v1/integrity/consistency": {
+                "get": {
+                    "operationId": "getConsistencyProof",
+                    "summary": "RFC 9162 consistency proof between two signed tree heads.",
+                    "parameters": [
+                        {
+                            **_query(
+                                "first", "The older tree size.", {"type": "integer", "minimum": 1}
+                            ),
+                            "required": True,
+                        },
+                        {
+                            **_query(
+                                "second", "The newer tree size.", {"type": "integer", "minimum": 1}
+                            ),
+                            "required": True,
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(_ref("ConsistencyProof"), "The proof."),
+                        "400": bad_query,
+                        "404": _error("No signed head has one of the sizes."),
+                        "503": unavailable,
+                    },
+                },
+            },
+            "/v1/integrity/public-key": {
+                "get": {
+                    "operationId": "getPublicKey",
+                    "summary": "The Ed25519 public key that signs tree heads (raw, base64).",
+                    "responses": {"200": _json(_ref("PublicKey"), "The key.")},
                 },
             },
             "/v1/stats/buckets": {

@@ -7,15 +7,18 @@ from datetime import timedelta
 
 import redis
 
+from auditlog.integrity.heads import HeadSigner, load_public_key
 from auditlog.services.envelope import Limits
 from auditlog.services.ingest import IngestService
+from auditlog.services.integrity import IntegrityService
 from auditlog.services.queries import QueryService
 from auditlog.services.writer import BatchWriter
-from auditlog.settings import Settings
+from auditlog.settings import Settings, SettingsError
 from auditlog.storage.engine import create_role_engine
 from auditlog.storage.events import EventStore
 from auditlog.storage.leases import SlotLeases
 from auditlog.storage.stream import EventStream
+from auditlog.storage.tree import TreeStore
 
 
 def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
@@ -42,12 +45,33 @@ def limits(settings: Settings) -> Limits:
     )
 
 
+def public_key(settings: Settings) -> bytes:
+    """The log's public key; a missing or unreadable key stops the process at start-up."""
+    path = settings.public_key_path or settings.signing_key_path
+    try:
+        return load_public_key(path)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(
+            f"AUDITLOG_PUBLIC_KEY_PATH / AUDITLOG_SIGNING_KEY_PATH: cannot read a key from "
+            f"{path}: {exc}; create one with `auditlog keygen`"
+        ) from None
+
+
+def head_signer(settings: Settings) -> HeadSigner:
+    """The writers' signing key; a missing or unreadable key stops the process at start-up."""
+    try:
+        return HeadSigner.from_file(settings.signing_key_path)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"AUDITLOG_SIGNING_KEY_PATH: {exc}") from None
+
+
 @dataclass
 class ApiRuntime:
-    """What an API process needs: the ingest and query services and their backends."""
+    """What an API process needs: its services and the backends they share."""
 
     ingest: IngestService
     queries: QueryService
+    integrity: IntegrityService
     store: EventStore
     stream: EventStream
 
@@ -55,9 +79,17 @@ class ApiRuntime:
     def build(cls, settings: Settings) -> ApiRuntime:
         client = redis_client(settings)
         stream = event_stream(settings, client)
-        store = EventStore(create_role_engine(settings, "reader"))
+        reader = create_role_engine(settings, "reader")
+        store = EventStore(reader)
         ingest = IngestService(stream, limits(settings), max_events=settings.max_events_per_request)
-        return cls(ingest=ingest, queries=QueryService(store), store=store, stream=stream)
+        integrity = IntegrityService(TreeStore(reader), store, public_key(settings))
+        return cls(
+            ingest=ingest,
+            queries=QueryService(store),
+            integrity=integrity,
+            store=store,
+            stream=stream,
+        )
 
     def close(self) -> None:
         """Give back every connection (tests and shutdown hooks)."""
@@ -81,7 +113,7 @@ class WriterRuntime:
         engine = create_role_engine(settings, "writer", pool_size=1)
         writer = BatchWriter(
             stream,
-            EventStore(engine, engine),
+            EventStore(engine, engine, head_signer(settings)),
             batch_max=settings.writer_batch_max,
             block_ms=settings.writer_block_ms,
             claim_idle_ms=int(settings.writer_claim_idle_s * 1000),

@@ -71,6 +71,11 @@ class Settings(BaseModel):
     writer_claim_idle_s: float = Field(default=60.0, gt=0)
     writer_max_attempts: int = Field(default=5, ge=1)
 
+    # The Ed25519 key that signs tree heads (writers). API processes need only the public
+    # key: from public_key_path when set, else derived from the signing key file.
+    signing_key_path: Path = Path("var/signing-key.pem")
+    public_key_path: Path | None = None
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     migrations_dir: Path = Field(default_factory=_default_migrations_dir)

@@ -3,6 +3,7 @@ prefix of its own, a real Celery worker, and the app built with create_app."""
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,18 @@ from sqlalchemy import Engine, create_engine, text
 
 from auditlog.app import create_app
 from auditlog.cli import drop_database, migrate, setup_database
+from auditlog.integrity.heads import generate_key
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
 from tests.helpers import WorkerProcess, clear_redis, wait_for
 
+# One signing key for the run (tree heads are signed by the workers with it).
+_KEY_DIR = Path(tempfile.mkdtemp(prefix="auditlog-test-key-"))
+SIGNING_KEY = _KEY_DIR / "signing-key.pem"
+PUBLIC_KEY = generate_key(SIGNING_KEY)
+
 TEST_OVERRIDES: dict[str, Any] = {
+    "signing_key_path": SIGNING_KEY,
     "log_format": "json",
     "writer_lease_s": 3.0,
     "writer_drain_s": 2.0,

@@ -131,3 +131,45 @@ class TestAnswersFitTheDocument:
         check(
             document, "/v1/events/{event_id}", "GET", api.simulate_get(f"/v1/events/{sent['id']}")
         )
+
+
+class TestIntegrityAnswersFit:
+    def test_integrity_answers(
+        self, api: testing.TestClient, document: dict[str, Any], owner_db: Engine
+    ):
+        sent = factories.events(3)
+        post(api, sent)
+        wait_stored(owner_db, [e["id"] for e in sent])
+        head = api.simulate_get("/v1/integrity/tree-head")
+        check(document, "/v1/integrity/tree-head", "GET", head)
+        size = head.json["tree_size"]
+        check(
+            document,
+            "/v1/integrity/tree-head",
+            "GET",
+            api.simulate_get("/v1/integrity/tree-head", params={"size": "x"}),
+        )
+        check(
+            document,
+            "/v1/events/{event_id}/proof",
+            "GET",
+            api.simulate_get(f"/v1/events/{sent[0]['id']}/proof"),
+        )
+        check(
+            document,
+            "/v1/events/{event_id}/proof",
+            "GET",
+            api.simulate_get(f"/v1/events/{sent[0]['id']}/proof", params={"tree_size": 10**12}),
+        )
+        check(
+            document,
+            "/v1/integrity/consistency",
+            "GET",
+            api.simulate_get("/v1/integrity/consistency", params={"first": 1, "second": size}),
+        )
+        check(
+            document,
+            "/v1/integrity/public-key",
+            "GET",
+            api.simulate_get("/v1/integrity/public-key"),
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -10,16 +11,31 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from auditlog.cli import alembic_config, drop_database, migrate, setup_database
+from auditlog.integrity.heads import HeadSigner
+from auditlog.integrity.verify import LogVerifier, interleave
 from auditlog.settings import Role, Settings
+from auditlog.storage.events import EventStore
+from auditlog.storage.tree import TreeStore
 from tests import factories
-from tests.integration.conftest import make_settings, post, wait_stored
+from tests.integration.conftest import (
+    PUBLIC_KEY,
+    SIGNING_KEY,
+    make_settings,
+    post,
+    wait_stored,
+)
 
 CHANGES = {
     "update": "UPDATE {table} SET {column} = {column}",
     "delete": "DELETE FROM {table}",
     "truncate": "TRUNCATE {table}",
 }
-COLUMNS = {"events": "type", "event_ids": "occurred_at"}
+COLUMNS = {
+    "events": "type",
+    "event_ids": "occurred_at",
+    "merkle_nodes": "hash",
+    "tree_heads": "root_hash",
+}
 
 
 @pytest.fixture(scope="module")
@@ -138,4 +154,48 @@ class TestMigrations:
             migrate(scratch)
             command.check(alembic_config(scratch))
         finally:
+            drop_database(scratch)
+
+
+class TestIntegrityBackfill:
+    """Events stored before the integrity revision are hashed into the tree by it."""
+
+    def test_upgrade_hashes_existing_events_and_the_next_batch_signs_them(self):
+        scratch = make_settings()
+        setup_database(scratch)
+        owner = create_engine(scratch.url_for("owner"))
+        writer = create_engine(scratch.url_for("writer"))
+        try:
+            command.upgrade(alembic_config(scratch), "0001")
+            old = [factories.event() for _ in range(5)]
+            with owner.begin() as conn:
+                for seq, event in enumerate(old):
+                    conn.execute(
+                        text(
+                            "INSERT INTO events (occurred_at, id, seq, received_at, type, service,"
+                            " outcome, data) VALUES (:t, :id, :seq, :t, :type, :service,"
+                            " :outcome, '{}')"
+                        ),
+                        {**event, "t": event["occurred_at"], "seq": seq},
+                    )
+                    conn.execute(
+                        text("INSERT INTO event_ids VALUES (:id, :t)"),
+                        {"id": event["id"], "t": event["occurred_at"]},
+                    )
+            migrate(scratch)
+            command.check(alembic_config(scratch))
+
+            store = EventStore(writer, writer, HeadSigner.from_file(SIGNING_KEY))
+            new = factories.event(drop=("id",))
+            new.update(id=str(uuid.uuid4()), received_at=new["occurred_at"], publisher=None)
+            result = store.write([new])
+            assert result.head is not None
+            assert result.head.tree_size == 6
+            with TreeStore(writer).snapshot() as snap:
+                report = LogVerifier(PUBLIC_KEY).run(interleave(snap.events(), snap.heads()))
+            assert report.intact, report.findings
+            assert (report.events, report.tree_size) == (6, 6)
+        finally:
+            owner.dispose()
+            writer.dispose()
             drop_database(scratch)

@@ -102,7 +102,7 @@ class Cursor:
         return cursor
 
 
-def _single(params: Params, allowed: tuple[str, ...]) -> dict[str, str]:
+def single_values(params: Params, allowed: tuple[str, ...]) -> dict[str, str]:
     """Each parameter once, known, non-empty and storable."""
     values: dict[str, str] = {}
     for name, value in params.items():
@@ -198,7 +198,7 @@ class QueryService:
         return event
 
     def list(self, params: Params) -> Page:
-        values = _single(params, LIST_PARAMS)
+        values = single_values(params, LIST_PARAMS)
         flt = _filter(values)
         limit = self._limit(values)
         order = _order(values)
@@ -234,7 +234,7 @@ class QueryService:
         return Page(events=rows, next_cursor=next_cursor)
 
     def buckets(self, params: Params) -> dict[str, Any]:
-        values = _single(params, BUCKET_PARAMS)
+        values = single_values(params, BUCKET_PARAMS)
         for required in ("since", "until"):
             if required not in values:
                 raise InvalidQuery(required, "is required")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import orjson
 import psycopg
+import structlog
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -27,7 +28,13 @@ from sqlalchemy import exc as sa_exc
 
 from auditlog.canonical import event_document, stored_event
 from auditlog.errors import Unavailable
-from auditlog.storage.schema import event_ids, events
+from auditlog.integrity.heads import HeadSigner, TreeHead, b64
+from auditlog.integrity.leaf import leaf_hash
+from auditlog.integrity.merkle import Frontier
+from auditlog.storage.schema import event_ids, events, tree_heads
+from auditlog.storage.tree import TreeInconsistent, frontier_hashes
+
+log = structlog.get_logger("auditlog.store")
 
 # One advisory lock serializes batches: seq is assigned in commit order, gapless.
 # TODO(scale): one lock is one log. Its cost is a few hundred microseconds per batch, so it
@@ -49,6 +56,7 @@ COPY_COLUMNS = (
     "subject",
     "context",
     "data",
+    "leaf_hash",
 )
 _COPY_SQL = f"COPY events ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 
@@ -99,6 +107,7 @@ class WriteResult:
 
     stored: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
+    head: TreeHead | None = None
 
 
 def _json_path(column: str, key: str) -> ColumnElement[Any]:
@@ -141,15 +150,18 @@ def conditions(flt: EventFilter) -> list[ColumnElement[bool]]:
     return where
 
 
-_EVENT_COLUMNS = [events.c[name] for name in COPY_COLUMNS]
+_EVENT_COLUMNS = [events.c[name] for name in COPY_COLUMNS]  # leaf_hash included
 
 
 class EventStore:
     """Reads through the reader engine, writes through the writer engine."""
 
-    def __init__(self, reader: Engine, writer: Engine | None = None):
+    def __init__(
+        self, reader: Engine, writer: Engine | None = None, signer: HeadSigner | None = None
+    ):
         self._reader = reader
         self._writer = writer
+        self._signer = signer
 
     def close(self) -> None:
         self._reader.dispose()
@@ -158,43 +170,23 @@ class EventStore:
 
     # --- write path ------------------------------------------------------------------------
     def write(self, batch: Sequence[dict[str, Any]]) -> WriteResult:
-        """Store a batch in one transaction: dedupe on id, number in order, COPY.
+        """Store a batch in one transaction: dedupe, number, hash, COPY, sign a tree head.
 
         Each item is an event in stored form (canonical timestamps, no seq). Items whose id is
         already stored, or repeated within the batch, are skipped.
         """
-        if self._writer is None:
-            raise RuntimeError("this EventStore was built without a writer engine")
+        if self._writer is None or self._signer is None:
+            raise RuntimeError("this EventStore was built without a writer engine and signer")
         try:
             with self._writer.begin() as conn:
                 raw = conn.connection.driver_connection
                 assert raw is not None
                 with raw.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-                    cur.execute(
-                        "INSERT INTO event_ids (id, occurred_at)"
-                        " SELECT * FROM unnest(%s::uuid[], %s::timestamptz[])"
-                        " ON CONFLICT (id) DO NOTHING RETURNING id",
-                        ([e["id"] for e in batch], [e["occurred_at"] for e in batch]),
-                    )
-                    new_ids = {str(row[0]) for row in cur.fetchall()}
-                    if not new_ids:
-                        return WriteResult(duplicates=len(batch))
-                    cur.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
-                    last = cur.fetchone()
-                    seq = 0 if last is None else last[0] + 1
-                    stored: list[dict[str, Any]] = []
-                    with cur.copy(_COPY_SQL) as copy:
-                        for event in batch:
-                            event_id = event["id"]
-                            if event_id not in new_ids:
-                                continue
-                            new_ids.discard(event_id)  # a repeat within the batch is skipped
-                            document = event_document(event, seq)
-                            copy.write_row(_copy_row(document))
-                            stored.append(document)
-                            seq += 1
-            return WriteResult(stored=stored, duplicates=len(batch) - len(stored))
+                    return self._append(cur, batch, self._signer)
+        except TreeInconsistent as exc:
+            # Not the batch's fault: writing stops (and retries) until an operator looks.
+            log.error("the stored tree is inconsistent; not writing", error=str(exc))
+            raise StoreUnavailable(str(exc)) from exc
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
             raise StoreUnavailable(str(exc).splitlines()[0]) from exc
         except sa_exc.DBAPIError as exc:
@@ -206,6 +198,49 @@ class EventStore:
             if _is_connection_error(exc):
                 raise StoreUnavailable(str(exc).splitlines()[0]) from exc
             raise StoreRejected(str(exc).splitlines()[0]) from exc
+
+    @staticmethod
+    def _append(
+        cur: psycopg.Cursor[Any], batch: Sequence[dict[str, Any]], signer: HeadSigner
+    ) -> WriteResult:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+        cur.execute(
+            "INSERT INTO event_ids (id, occurred_at)"
+            " SELECT * FROM unnest(%s::uuid[], %s::timestamptz[])"
+            " ON CONFLICT (id) DO NOTHING RETURNING id",
+            ([e["id"] for e in batch], [e["occurred_at"] for e in batch]),
+        )
+        new_ids = {str(row[0]) for row in cur.fetchall()}
+        if not new_ids:
+            return WriteResult(duplicates=len(batch))
+        size, now = _tree_state(cur)
+        frontier = Frontier(size, frontier_hashes(cur, size))
+        stored: list[dict[str, Any]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        with cur.copy(_COPY_SQL) as copy:
+            for event in batch:
+                if event["id"] not in new_ids:
+                    continue
+                new_ids.discard(event["id"])  # a repeat within the batch is skipped
+                document = event_document(event, frontier.size)
+                leaf = leaf_hash(document)
+                nodes.extend(frontier.append(leaf))
+                copy.write_row(_copy_row(document, leaf))
+                document["leaf_hash"] = b64(leaf)
+                stored.append(document)
+        if nodes:
+            # TODO(scale): a row per complete subtree is ~100 bytes an event; rows holding
+            # tiles of 256 hashes (as tlog and Trillian store them) would cut that tenfold.
+            with cur.copy("COPY merkle_nodes (level, node_index, hash) FROM STDIN") as copy:
+                for node in nodes:
+                    copy.write_row(node)
+        head = signer.sign(frontier.size, frontier.root(), now)
+        cur.execute(
+            "INSERT INTO tree_heads (tree_size, root_hash, timestamp, signature)"
+            " VALUES (%s, %s, %s, %s)",
+            (head.tree_size, head.root_hash, head.timestamp, head.signature),
+        )
+        return WriteResult(stored=stored, duplicates=len(batch) - len(stored), head=head)
 
     # --- read path -------------------------------------------------------------------------
     @contextmanager
@@ -222,11 +257,19 @@ class EventStore:
             conn.execute(text("SELECT 1"))
 
     def next_seq(self) -> int:
-        """The seq the next stored event will get: every smaller seq is committed."""
+        """The seq the next stored event will get: every smaller seq is committed.
+
+        Each batch records its tree head in the transaction that stores it, so the latest
+        head's size is exactly the number of committed events.
+        """
         with self._read() as conn:
-            last = conn.execute(select(events.c.seq).order_by(events.c.seq.desc()).limit(1))
-            row = last.first()
-        return 0 if row is None else row[0] + 1
+            size = conn.execute(
+                select(tree_heads.c.tree_size).order_by(tree_heads.c.tree_size.desc()).limit(1)
+            ).scalar()
+            if size is None:  # no head yet (an empty log, or one hashed by migration 0002)
+                last = conn.execute(select(func.max(events.c.seq))).scalar()
+                return 0 if last is None else int(last) + 1
+        return int(size)
 
     def get(self, event_id: uuid.UUID) -> dict[str, Any] | None:
         route = select(event_ids.c.occurred_at).where(event_ids.c.id == event_id)
@@ -278,7 +321,23 @@ class EventStore:
             return [(row.start, row.key, row.n) for row in conn.execute(query)]
 
 
-def _copy_row(document: dict[str, Any]) -> tuple[Any, ...]:
+def _tree_state(cur: psycopg.Cursor[Any]) -> tuple[int, datetime]:
+    """The tree's size (= the next seq) and the database's clock, under the write lock."""
+    cur.execute(
+        "SELECT (SELECT tree_size FROM tree_heads ORDER BY tree_size DESC LIMIT 1),"
+        " clock_timestamp()"
+    )
+    row = cur.fetchone()
+    assert row is not None
+    size, now = row
+    if size is None:  # no head yet: an empty log, or events hashed by migration 0002
+        cur.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
+        last = cur.fetchone()
+        size = 0 if last is None else last[0] + 1
+    return int(size), now
+
+
+def _copy_row(document: dict[str, Any], leaf: bytes) -> tuple[Any, ...]:
     return (
         document["occurred_at"],
         document["id"],
@@ -293,6 +352,7 @@ def _copy_row(document: dict[str, Any]) -> tuple[Any, ...]:
         _json_or_none(document["subject"]),
         _json_or_none(document["context"]),
         orjson.dumps(document["data"]).decode(),
+        leaf,
     )
 
 

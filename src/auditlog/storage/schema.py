@@ -13,7 +13,9 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Index,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     text,
@@ -39,6 +41,7 @@ events = Table(
     Column("subject", JSONB, nullable=True),
     Column("context", JSONB, nullable=True),
     Column("data", JSONB, nullable=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
     CheckConstraint("outcome IN ('success', 'failure', 'unknown')", name="events_outcome_check"),
     # Every list query orders by (occurred_at, seq); each filter index ends with the same pair
     # so a filtered page is one index range scan in either direction.
@@ -74,4 +77,25 @@ event_ids = Table(
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
     Column("occurred_at", TIMESTAMP(timezone=True), nullable=False),
+)
+
+# The integrity tree (docs/INTEGRITY.md): every complete subtree above the leaves, and the
+# signed head recorded after each batch. Level 0 is events.leaf_hash.
+merkle_nodes = Table(
+    "merkle_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True),
+    Column("node_index", BigInteger, primary_key=True),
+    Column("hash", LargeBinary, nullable=False),
+    CheckConstraint("level BETWEEN 1 AND 63", name="merkle_nodes_level_check"),
+)
+
+tree_heads = Table(
+    "tree_heads",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("timestamp", TIMESTAMP(timezone=True), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    CheckConstraint("tree_size > 0", name="tree_heads_size_check"),
 )

@@ -1,0 +1,188 @@
+"""Recompute the log from its events and check it against the signed tree heads.
+
+The input is one stream, in log order: each event (as the API returns it) and, right after
+the event that completes it, each signed tree head. The database and an export file give the
+same stream, so the same checks run on both, in constant memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from auditlog.canonical import format_timestamp
+from auditlog.integrity.heads import TreeHead
+from auditlog.integrity.leaf import leaf_hash
+from auditlog.integrity.merkle import Frontier
+
+Item = dict[str, Any] | TreeHead
+EXACT = frozenset({"changed", "missing", "inserted", "unsigned", "malformed"})
+RANGE = frozenset({"head-mismatch"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One disagreement: where (the first seq concerned), what kind, and in words."""
+
+    seq: int | None
+    kind: str
+    message: str
+
+
+@dataclass
+class VerifyReport:
+    events: int = 0
+    heads: int = 0
+    tree_size: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.findings and self.heads > 0
+
+    def first(self) -> Finding | None:
+        """The earliest exact disagreement; a head mismatch only bounds a range of seqs."""
+        for kinds in (EXACT, RANGE):
+            located = [f for f in self.findings if f.seq is not None and f.kind in kinds]
+            if located:
+                return min(located, key=lambda f: f.seq or 0)
+        return self.findings[0] if self.findings else None
+
+
+def interleave(events: Iterable[dict[str, Any]], heads: Iterable[TreeHead]) -> Iterator[Item]:
+    """Merge events (by seq) and heads (by size): each head right after its last event."""
+    pending = iter(heads)
+    head = next(pending, None)
+    for event in events:
+        seq = event.get("seq")
+        while head is not None and isinstance(seq, int) and head.tree_size <= seq:
+            yield head
+            head = next(pending, None)
+        yield event
+    while head is not None:
+        yield head
+        head = next(pending, None)
+
+
+class LogVerifier:
+    """Checks one stream of events and heads against a public key."""
+
+    def __init__(
+        self,
+        public_key: bytes,
+        *,
+        start: int = 0,
+        prefix: Sequence[bytes] = (),
+        max_findings: int = 100,
+    ):
+        self._public_key = public_key
+        self._frontier = Frontier(start, prefix)
+        self._expected = start
+        self._last_good_head = start
+        self._tree_valid = True  # False once a gap or repeat makes later roots meaningless
+        self._max_findings = max_findings
+        self.report = VerifyReport(tree_size=start)
+
+    def run(self, items: Iterable[Item]) -> VerifyReport:
+        for item in items:
+            if len(self.report.findings) >= self._max_findings:
+                break
+            if isinstance(item, TreeHead):
+                self._check_head(item)
+            else:
+                self._check_event(item)
+        self._finish()
+        return self.report
+
+    def _find(self, seq: int | None, kind: str, message: str) -> None:
+        self.report.findings.append(Finding(seq, kind, message))
+
+    def _check_event(self, event: dict[str, Any]) -> None:
+        self.report.events += 1
+        seq = event.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            self._find(None, "malformed", f"an event without an integer seq: {event.get('id')}")
+            self._tree_valid = False
+            return
+        if seq < self._expected:
+            self._find(
+                seq,
+                "inserted",
+                f"seq {seq} appears again (event {event.get('id')}): "
+                "an event was inserted, or a seq changed",
+            )
+            self._tree_valid = False
+            return
+        if seq > self._expected:
+            gap = (
+                f"{self._expected}" if seq == self._expected + 1 else f"{self._expected}–{seq - 1}"
+            )
+            self._find(self._expected, "missing", f"seq {gap} missing: events were removed")
+            self._tree_valid = False
+            self._expected = seq
+        leaf = leaf_hash(event)
+        recorded = event.get("leaf_hash")
+        if recorded is not None and _decode(recorded) != leaf:
+            self._find(
+                seq,
+                "changed",
+                f"seq {seq} (event {event.get('id')}) does not match its "
+                "recorded leaf hash: a field was changed, or seqs were swapped",
+            )
+        if self._tree_valid:
+            self._frontier.append(leaf)
+        self._expected += 1
+
+    def _check_head(self, head: TreeHead) -> None:
+        self.report.heads += 1
+        if not head.verify(self._public_key):
+            self._find(
+                None,
+                "bad-signature",
+                f"the tree head at size {head.tree_size} has no valid signature by this key",
+            )
+            return
+        if head.tree_size > self._expected:
+            self._find(
+                self._expected,
+                "missing",
+                f"the tree head at size {head.tree_size} covers seq up to "
+                f"{head.tree_size - 1}, but the log stops at seq {self._expected - 1}: "
+                "events were removed",
+            )
+            self._tree_valid = False
+            return
+        if not self._tree_valid or head.tree_size != self._frontier.size:
+            return
+        if self._frontier.root() != head.root_hash:
+            self._find(
+                self._last_good_head,
+                "head-mismatch",
+                f"the tree head at size {head.tree_size} (signed "
+                f"{format_timestamp(head.timestamp)}) does not match the events; the "
+                "difference lies in seq "
+                f"{self._last_good_head}–{head.tree_size - 1}",
+            )
+            self._tree_valid = False
+            return
+        self._last_good_head = head.tree_size
+        self.report.tree_size = head.tree_size
+
+    def _finish(self) -> None:
+        if self._expected > self._last_good_head and self._tree_valid:
+            self._find(
+                self._last_good_head,
+                "unsigned",
+                f"seq {self._last_good_head}–{self._expected - 1} are not covered by any "
+                "signed tree head: events were added outside the writer",
+            )
+
+
+def _decode(value: Any) -> bytes | None:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        return None

@@ -1,0 +1,173 @@
+"""The stored Merkle tree: nodes, signed heads, and the streams `auditlog verify` reads."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+
+from auditlog.canonical import stored_event
+from auditlog.errors import Unavailable
+from auditlog.integrity.heads import TreeHead
+from auditlog.integrity.merkle import NodeKey, frontier_keys
+
+_HEAD_COLUMNS = "tree_size, root_hash, timestamp, signature"
+_EVENT_SELECT = (
+    "SELECT occurred_at, id, seq, received_at, type, service, publisher, action, outcome,"
+    " actor, subject, context, data, leaf_hash FROM events"
+)
+
+
+class TreeInconsistent(Exception):
+    """A node the tree must have is not stored: the tables were tampered with or damaged."""
+
+
+def fetch_nodes(cur: psycopg.Cursor[Any], keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
+    """Stored hashes of the given (level, index) nodes; level 0 is events.leaf_hash by seq."""
+    found: dict[NodeKey, bytes] = {}
+    leaves = [index for level, index in keys if level == 0]
+    inner = [(level, index) for level, index in keys if level > 0]
+    if leaves:
+        cur.execute("SELECT seq, leaf_hash FROM events WHERE seq = ANY(%s)", (leaves,))
+        found.update(((0, seq), bytes(h)) for seq, h in cur.fetchall())
+    if inner:
+        cur.execute(
+            "SELECT level, node_index, hash FROM merkle_nodes WHERE (level, node_index) IN"
+            " (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))",
+            ([k[0] for k in inner], [k[1] for k in inner]),
+        )
+        found.update(((level, index), bytes(h)) for level, index, h in cur.fetchall())
+    missing = set(keys) - set(found)
+    if missing:
+        raise TreeInconsistent(f"tree nodes missing: {sorted(missing)[:5]}")
+    return found
+
+
+def frontier_hashes(cur: psycopg.Cursor[Any], size: int) -> list[bytes]:
+    """The hashes of the complete subtrees a tree of `size` leaves decomposes into."""
+    keys = frontier_keys(size)
+    nodes = fetch_nodes(cur, keys)
+    return [nodes[key] for key in keys]
+
+
+def _head(row: Any) -> TreeHead:
+    return TreeHead(row[0], bytes(row[1]), row[2], bytes(row[3]))
+
+
+class TreeStore:
+    """Reads of the tree through the reader role."""
+
+    def __init__(self, reader: Engine):
+        self._reader = reader
+
+    @contextmanager
+    def _cursor(self) -> Iterator[psycopg.Cursor[Any]]:
+        try:
+            with self._reader.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                with raw.cursor() as cur:
+                    yield cur
+                conn.rollback()
+        except (
+            sa_exc.OperationalError,
+            sa_exc.InterfaceError,
+            sa_exc.TimeoutError,
+            psycopg.OperationalError,
+        ) as exc:
+            raise Unavailable("the database does not answer; try again shortly") from exc
+
+    def latest_head(self) -> TreeHead | None:
+        with self._cursor() as cur:
+            cur.execute(f"SELECT {_HEAD_COLUMNS} FROM tree_heads ORDER BY tree_size DESC LIMIT 1")  # noqa: S608
+            row = cur.fetchone()
+        return None if row is None else _head(row)
+
+    def head(self, size: int) -> TreeHead | None:
+        with self._cursor() as cur:
+            cur.execute(f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tree_size = %s", (size,))  # noqa: S608
+            row = cur.fetchone()
+        return None if row is None else _head(row)
+
+    def nodes(self, keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
+        with self._cursor() as cur:
+            return fetch_nodes(cur, keys)
+
+    def frontier(self, size: int) -> list[bytes]:
+        with self._cursor() as cur:
+            return frontier_hashes(cur, size)
+
+    # --- streams for the verifier and export: one snapshot, constant memory ----------------
+    @contextmanager
+    def snapshot(self) -> Iterator[LogSnapshot]:
+        """Events and heads as of one instant (REPEATABLE READ), read with server-side cursors.
+
+        Heads are committed in the same transaction as the events they cover, so in a
+        snapshot every event written by the writer is covered by a head.
+        """
+        with self._reader.connect() as plain:
+            conn = plain.execution_options(isolation_level="REPEATABLE READ")
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            yield LogSnapshot(raw)
+            conn.rollback()
+
+
+class LogSnapshot:
+    def __init__(self, conn: psycopg.Connection[Any]):
+        self._conn = conn
+
+    def events(self, start: int = 0, end: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every event with start <= seq < end, in seq order, as the API returns it; rows
+        whose seq repeats are included, so the verifier sees them."""
+        with self._conn.cursor(name="auditlog_events", row_factory=namedtuple_row) as cur:
+            cur.itersize = 2000
+            cur.execute(
+                f"{_EVENT_SELECT} WHERE seq >= %s AND (%s::bigint IS NULL OR seq < %s)"
+                " ORDER BY seq, id",
+                (start, end, end),
+            )
+            for row in cur:
+                yield stored_event(row)
+
+    def heads(self, start: int = 0, end: int | None = None) -> Iterator[TreeHead]:
+        """Signed heads with start < tree_size <= end, smallest first."""
+        with self._conn.cursor(name="auditlog_heads") as cur:
+            cur.itersize = 2000
+            cur.execute(
+                f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tree_size > %s"  # noqa: S608
+                " AND (%s::bigint IS NULL OR tree_size <= %s) ORDER BY tree_size",
+                (start, end, end),
+            )
+            for row in cur:
+                yield _head(row)
+
+    def frontier(self, size: int) -> list[bytes]:
+        with self._conn.cursor() as cur:
+            return frontier_hashes(cur, size)
+
+    def seq_range(self, since: Any, until: Any) -> tuple[int, int] | None:
+        """The smallest and largest seq of events with occurred_at in [since, until)."""
+        with self._conn.cursor() as cur:
+            cur.execute(
+                "SELECT min(seq), max(seq) FROM events WHERE (%s::timestamptz IS NULL OR"
+                " occurred_at >= %s) AND (%s::timestamptz IS NULL OR occurred_at < %s)",
+                (since, since, until, until),
+            )
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else (row[0], row[1])
+
+    def head_at_or_after(self, size: int) -> TreeHead | None:
+        with self._conn.cursor() as cur:
+            cur.execute(
+                f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tree_size >= %s"  # noqa: S608
+                " ORDER BY tree_size LIMIT 1",
+                (size,),
+            )
+            row = cur.fetchone()
+        return None if row is None else _head(row)

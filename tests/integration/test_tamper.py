@@ -1,0 +1,323 @@
+"""`auditlog verify` finds every kind of tampering, names the seq, and exits non-zero.
+
+A database of its own: filled by several writers at once, then changed behind the
+service's back by a superuser, the way an insider with the disk or the `postgres` role could.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from falcon import testing
+from sqlalchemy import Connection, Engine, create_engine, text
+
+from auditlog.app import create_app
+from auditlog.cli import drop_database, migrate, setup_database
+from auditlog.runtime import ApiRuntime
+from auditlog.settings import Settings
+from tests import factories
+from tests.helpers import WorkerProcess, clear_redis, settings_env
+from tests.integration.conftest import make_settings, post, wait_stored
+
+pytestmark = pytest.mark.slow
+EVENTS = 3000
+
+
+@pytest.fixture(scope="module")
+def log(logs_dir: Path) -> Iterator[Settings]:
+    """A log written by three writer slots in two worker processes at once."""
+    settings = make_settings(writer_slots=3, writer_batch_max=200)
+    setup_database(settings)
+    migrate(settings)
+    runtime = ApiRuntime.build(settings)
+    client = testing.TestClient(create_app(settings, runtime=runtime))
+    workers = [
+        WorkerProcess(settings, logs_dir, name=f"tamper{i}", concurrency=2).start()
+        for i in range(2)
+    ]
+    ids: list[str] = []
+
+    def produce() -> None:
+        for _ in range(EVENTS // 3 // 50):
+            result = post(client, factories.events(50))
+            assert result.status_code == 202
+            ids.extend(result.json["ids"])
+
+    threads = [threading.Thread(target=produce) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    owner = create_engine(settings.url_for("owner"))
+    wait_stored(owner, ids, timeout=120)
+    for process in workers:
+        process.stop()
+    owner.dispose()
+    runtime.close()
+    yield settings
+    drop_database(settings)
+    clear_redis(settings)
+
+
+@pytest.fixture(scope="module")
+def superuser(log: Settings) -> Iterator[Engine]:
+    engine = create_engine(log.admin_url.set(database=log.database_name))
+    yield engine
+    engine.dispose()
+
+
+def verify(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "auditlog.cli", "verify", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def export(settings: Settings, path: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "auditlog.cli", "export", "--out", str(path), *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+
+
+def tamper(engine: Engine, *statements: str, params: dict[str, Any] | None = None) -> None:
+    """Change the tables as a superuser would: triggers off for the session."""
+    with engine.begin() as conn:
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        for statement in statements:
+            conn.execute(text(statement), params or {})
+
+
+def row(conn: Connection, seq: int) -> dict[str, Any]:
+    found = conn.execute(text("SELECT * FROM events WHERE seq = :s"), {"s": seq}).mappings()
+    return dict(found.one())
+
+
+class TestWritersAtOnce:
+    def test_seq_is_gapless_and_the_log_verifies(self, log: Settings, superuser: Engine):
+        with superuser.connect() as conn:
+            count, low, high, distinct = conn.execute(
+                text("SELECT count(*), min(seq), max(seq), count(DISTINCT seq) FROM events")
+            ).one()
+            heads = conn.scalar(text("SELECT count(*) FROM tree_heads"))
+        assert (count, low, high, distinct) == (EVENTS, 0, EVENTS - 1, EVENTS)
+        assert heads > 3  # many batches, from several writers
+        result = verify(log)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith(f"intact: {EVENTS} events")
+
+
+class TestTampering:
+    def test_changed_field(self, log: Settings, superuser: Engine):
+        with superuser.connect() as conn:
+            original = conn.scalar(text("SELECT data::text FROM events WHERE seq = 1234"))
+        tamper(
+            superuser, "UPDATE events SET data = jsonb_set(data, '{amount}', '1') WHERE seq = 1234"
+        )
+        try:
+            result = verify(log)
+            assert result.returncode == 1
+            assert "first disagreement is at seq 1234" in result.stdout
+        finally:
+            tamper(
+                superuser,
+                "UPDATE events SET data = CAST(:d AS jsonb) WHERE seq = 1234",
+                params={"d": original},
+            )
+
+    def test_removed_event(self, log: Settings, superuser: Engine):
+        with superuser.connect() as conn:
+            saved = row(conn, 777)
+        tamper(superuser, "DELETE FROM events WHERE seq = 777")
+        try:
+            result = verify(log)
+            assert result.returncode == 1
+            assert "first disagreement is at seq 777" in result.stdout
+            assert "missing" in result.stdout
+        finally:
+            self._restore(superuser, saved)
+
+    def test_removed_last_event(self, log: Settings, superuser: Engine):
+        with superuser.connect() as conn:
+            saved = row(conn, EVENTS - 1)
+        tamper(superuser, f"DELETE FROM events WHERE seq = {EVENTS - 1}")
+        try:
+            result = verify(log)
+            assert result.returncode == 1
+            assert f"first disagreement is at seq {EVENTS - 1}" in result.stdout
+        finally:
+            self._restore(superuser, saved)
+
+    def test_forged_event_appended(self, log: Settings, superuser: Engine):
+        tamper(
+            superuser,
+            f"INSERT INTO events SELECT occurred_at, gen_random_uuid(), {EVENTS},"
+            " received_at, type, service, publisher, action, outcome, actor, subject,"
+            " context, data, leaf_hash FROM events WHERE seq = 10",
+        )
+        try:
+            result = verify(log)
+            assert result.returncode == 1
+            assert f"first disagreement is at seq {EVENTS}" in result.stdout
+            assert "not covered by any signed tree head" in result.stdout
+        finally:
+            tamper(superuser, f"DELETE FROM events WHERE seq = {EVENTS}")
+
+    def test_forged_event_with_a_taken_seq(self, log: Settings, superuser: Engine):
+        tamper(
+            superuser,
+            "INSERT INTO events SELECT occurred_at, gen_random_uuid(), 500,"
+            " received_at, type, service, publisher, action, outcome, actor, subject,"
+            " context, data, leaf_hash FROM events WHERE seq = 10",
+        )
+        try:
+            result = verify(log)
+            assert result.returncode == 1
+            assert "first disagreement is at seq 500" in result.stdout
+        finally:
+            tamper(
+                superuser,
+                "DELETE FROM events WHERE seq = 500 AND id NOT IN (SELECT id FROM event_ids)",
+            )
+
+    def test_swapped_seq(self, log: Settings, superuser: Engine):
+        swap = (
+            "UPDATE events SET seq = CASE seq WHEN 2000 THEN 2003 ELSE 2000 END"
+            " WHERE seq IN (2000, 2003)"
+        )
+        tamper(superuser, swap)
+        try:
+            result = verify(log)
+            assert result.returncode == 1
+            assert "first disagreement is at seq 2000" in result.stdout
+        finally:
+            tamper(superuser, swap)
+
+    def test_rewritten_leaf_hash_is_caught_by_the_signed_head(
+        self, log: Settings, superuser: Engine
+    ):
+        """Changing an event and recomputing its stored leaf hash still fails the head."""
+        with superuser.connect() as conn:
+            original = conn.scalar(text("SELECT leaf_hash FROM events WHERE seq = 42"))
+        tamper(
+            superuser,
+            "UPDATE events SET outcome = 'failure' WHERE seq = 42",
+            "UPDATE events SET leaf_hash = sha256('\\x00'::bytea) WHERE seq = 42",
+        )
+        try:
+            result = verify(log)
+            assert result.returncode == 1
+            assert "seq 42" in result.stdout
+        finally:
+            tamper(
+                superuser,
+                "UPDATE events SET outcome = 'success', leaf_hash = :h WHERE seq = 42",
+                params={"h": original},
+            )
+
+    def test_untouched_again_after_the_repairs(self, log: Settings):
+        result = verify(log)
+        assert result.returncode == 0, result.stdout
+
+    @staticmethod
+    def _restore(engine: Engine, saved: dict[str, Any]) -> None:
+        columns = ", ".join(saved)
+        values = ", ".join(f":{c}" for c in saved)
+        for name in ("data", "actor", "subject", "context"):
+            saved[name] = None if saved[name] is None else orjson.dumps(saved[name]).decode()
+        tamper(engine, f"INSERT INTO events ({columns}) VALUES ({values})", params=saved)
+
+
+class TestExport:
+    def test_whole_export_verifies_offline(self, log: Settings, tmp_path: Path):
+        path = tmp_path / "log.ndjson"
+        export(log, path)
+        lines = path.read_bytes().splitlines()
+        assert orjson.loads(lines[0])["start"] == 0
+        result = verify(log, "--file", str(path))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"{EVENTS} events" in result.stdout
+
+    def test_edited_export_is_caught(self, log: Settings, tmp_path: Path):
+        path = tmp_path / "log.ndjson"
+        export(log, path)
+        lines = path.read_bytes().splitlines()
+        for i, line in enumerate(lines):
+            value = orjson.loads(line)
+            if value.get("seq") == 321:
+                value["actor"]["id"] = "someone-else"
+                lines[i] = orjson.dumps(value)
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        result = verify(log, "--file", str(path))
+        assert result.returncode == 1
+        assert "first disagreement is at seq 321" in result.stdout
+
+    def test_export_of_a_time_range_verifies_on_its_own(
+        self, log: Settings, tmp_path: Path, superuser: Engine
+    ):
+        with superuser.connect() as conn:
+            since, until = conn.execute(
+                text(
+                    "SELECT percentile_disc(0.6) WITHIN GROUP (ORDER BY occurred_at),"
+                    " percentile_disc(0.8) WITHIN GROUP (ORDER BY occurred_at) FROM events"
+                )
+            ).one()
+        path = tmp_path / "piece.ndjson"
+        export(log, path, "--since", since.isoformat(), "--until", until.isoformat())
+        header = orjson.loads(path.read_bytes().splitlines()[0])
+        assert header["start"] > 0
+        assert header["prefix"]
+        result = verify(log, "--file", str(path))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_another_key_does_not_verify(self, log: Settings, tmp_path: Path):
+        other = tmp_path / "other.pem"
+        subprocess.run(
+            [sys.executable, "-m", "auditlog.cli", "keygen", "--out", str(other)],
+            env=settings_env(log),
+            check=True,
+            capture_output=True,
+        )
+        result = verify(log, "--public-key", f"{other}.pub")
+        assert result.returncode == 1
+        assert "no valid signature" in result.stdout
+
+
+def test_verify_memory_does_not_grow_with_the_log(log: Settings, tmp_path: Path):
+    """Peak RSS of `auditlog verify --file` on the whole log vs. on a tenth of it."""
+    whole = tmp_path / "whole.ndjson"
+    export(log, whole)
+    lines = whole.read_bytes().splitlines()
+    tenth = tmp_path / "tenth.ndjson"
+    # A prefix of the log is an export too (start 0, no prefix hashes needed).
+    cut = next(
+        i
+        for i, line in enumerate(lines)
+        if b'"tree_size"' in line and orjson.loads(line)["tree_size"] >= EVENTS // 10
+    )
+    tenth.write_bytes(b"\n".join(lines[: cut + 1]) + b"\n")
+
+    def peak_rss_kb(path: Path) -> int:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        assert verify(log, "--file", str(path)).returncode == 0
+        return max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+    small = peak_rss_kb(tenth)
+    large = peak_rss_kb(whole)
+    assert large - small < 8 * 1024, (small, large)  # 10x the events, < 8 MB more
