@@ -1,5 +1,9 @@
 """The integrity chain: leaf hashes, the Merkle tree's nodes, signed tree heads.
 
+`merkle_nodes` keeps the complete subtrees of levels 8, 16, … (the others are folded from
+them); each `tree_heads` row also keeps the tree's right edge (`frontier`: the hashes of its
+complete subtrees, largest first), so the next batch starts without reading the tree.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29
@@ -16,7 +20,7 @@ from alembic import op
 
 from auditlog.canonical import stored_event
 from auditlog.integrity.leaf import leaf_hash
-from auditlog.integrity.merkle import Frontier
+from auditlog.integrity.merkle import Frontier, is_stored
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -35,7 +39,7 @@ def upgrade() -> None:
             node_index bigint   NOT NULL,
             hash       bytea    NOT NULL,
             PRIMARY KEY (level, node_index),
-            CONSTRAINT merkle_nodes_level_check CHECK (level BETWEEN 1 AND 63)
+            CONSTRAINT merkle_nodes_level_check CHECK (level % 8 = 0 AND level BETWEEN 8 AND 56)
         )
         """
     )
@@ -46,6 +50,7 @@ def upgrade() -> None:
             root_hash  bytea       NOT NULL,
             timestamp  timestamptz NOT NULL,
             signature  bytea       NOT NULL,
+            frontier   bytea       NOT NULL,
             CONSTRAINT tree_heads_size_check CHECK (tree_size > 0)
         )
         """
@@ -89,6 +94,8 @@ def _backfill() -> None:
             {"h": leaf, "t": row.occurred_at, "s": row.seq},
         )
         for level, index, node in frontier.append(leaf):
+            if not is_stored(level):
+                continue
             conn.execute(
                 sa.text("INSERT INTO merkle_nodes VALUES (:l, :i, :h)"),
                 {"l": level, "i": index, "h": node},

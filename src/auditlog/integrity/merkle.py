@@ -1,10 +1,13 @@
 """The RFC 9162 Merkle tree over the log, kept as stored complete subtrees.
 
 A node is named (level, index): the hash of leaves [index·2^level, (index+1)·2^level).
-Level 0 are the leaf hashes. Every complete node is stored once, when its last leaf is
-appended, so the root of any size, an inclusion proof or a consistency proof needs only
-O(log n) stored nodes. The algorithms here take a `node(level, index)` function and never
-touch storage; `needed_nodes` runs one of them to learn which nodes to fetch first.
+Level 0 are the leaf hashes. Complete nodes are stored at every STRATUM-th level (8, 16,
+…), as tlog and Trillian store tiles: any other node is the fold of at most 2^(STRATUM-1)
+stored nodes of the stratum below it, so the root of any size, an inclusion proof or a
+consistency proof reads O(log n) bounded ranges of stored nodes, and the tree costs about
+one stored row per 2^STRATUM events. The algorithms here take a `node(level, index)`
+function and never touch storage; `needed_nodes` runs one of them to learn which nodes to
+fetch first, and `base_range` says which stored nodes make up any node.
 """
 
 from __future__ import annotations
@@ -17,6 +20,26 @@ from auditlog.integrity.proofs import hash_children
 NodeKey = tuple[int, int]
 NodeFn = Callable[[int, int], bytes]
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+STRATUM = 8
+
+
+def is_stored(level: int) -> bool:
+    """Whether nodes of this level are stored (level 0 is the events' leaf hashes)."""
+    return level % STRATUM == 0
+
+
+def base_range(level: int, index: int) -> tuple[int, int, int]:
+    """The stored nodes (base level, first index, end index) whose fold is node (level, index)."""
+    base = level - level % STRATUM
+    span = 1 << (level - base)
+    return base, index * span, (index + 1) * span
+
+
+def fold(hashes: list[bytes]) -> bytes:
+    """The root of a complete subtree from its 2^k nodes at one level, left to right."""
+    while len(hashes) > 1:
+        hashes = [hash_children(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+    return hashes[0]
 
 
 def _largest_power_of_two_below(n: int) -> int:
@@ -108,7 +131,8 @@ class Frontier:
         self._stack = list(zip((k[0] for k in frontier_keys(size)), hashes, strict=True))
 
     def append(self, leaf_hash: bytes) -> list[tuple[int, int, bytes]]:
-        """Add a leaf; return the (level, index, hash) of every node it completes, level ≥ 1."""
+        """Add a leaf; return the (level, index, hash) of every node it completes, level ≥ 1
+        (the caller stores those of the levels that are stored)."""
         self.size += 1
         self._stack.append((0, leaf_hash))
         completed = []

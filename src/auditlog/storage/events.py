@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import orjson
 import psycopg
 import structlog
 from sqlalchemy import (
@@ -26,11 +25,11 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from auditlog.canonical import event_document, stored_event
+from auditlog.canonical import stored_event
 from auditlog.errors import Unavailable
-from auditlog.integrity.heads import HeadSigner, TreeHead, b64
-from auditlog.integrity.leaf import leaf_hash
-from auditlog.integrity.merkle import Frontier
+from auditlog.integrity.heads import HeadSigner, TreeHead
+from auditlog.integrity.merkle import Frontier, is_stored
+from auditlog.storage.batch import COPY_CHUNK, COPY_COLUMNS, COPY_SQL, PreparedEvent
 from auditlog.storage.schema import event_ids, events, tree_heads
 from auditlog.storage.tree import TreeInconsistent, frontier_hashes
 
@@ -42,23 +41,6 @@ log = structlog.get_logger("auditlog.store")
 # per tenant or per service group), each with its own lock, sequence and tree.
 WRITE_LOCK_KEY = 0x61756469746C6F67  # "auditlog"
 
-COPY_COLUMNS = (
-    "occurred_at",
-    "id",
-    "seq",
-    "received_at",
-    "type",
-    "service",
-    "publisher",
-    "action",
-    "outcome",
-    "actor",
-    "subject",
-    "context",
-    "data",
-    "leaf_hash",
-)
-_COPY_SQL = f"COPY events ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 
 # time_bucket's own default origin for intervals without months (a Monday, midnight UTC);
 # passed explicitly so that the zero-filled series computed in Python lines up with it.
@@ -150,7 +132,7 @@ def conditions(flt: EventFilter) -> list[ColumnElement[bool]]:
     return where
 
 
-_EVENT_COLUMNS = [events.c[name] for name in COPY_COLUMNS]  # leaf_hash included
+_EVENT_COLUMNS = [events.c[name] for name in COPY_COLUMNS]
 
 
 class EventStore:
@@ -203,42 +185,51 @@ class EventStore:
     def _append(
         cur: psycopg.Cursor[Any], batch: Sequence[dict[str, Any]], signer: HeadSigner
     ) -> WriteResult:
+        prepared = [PreparedEvent.of(event) for event in batch]  # before the lock
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
         cur.execute(
             "INSERT INTO event_ids (id, occurred_at)"
             " SELECT * FROM unnest(%s::uuid[], %s::timestamptz[])"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
-            ([e["id"] for e in batch], [e["occurred_at"] for e in batch]),
+            ([p.id for p in prepared], [p.occurred_at for p in prepared]),
         )
         new_ids = {str(row[0]) for row in cur.fetchall()}
         if not new_ids:
             return WriteResult(duplicates=len(batch))
-        size, now = _tree_state(cur)
-        frontier = Frontier(size, frontier_hashes(cur, size))
+        frontier, now = _tree_state(cur)
         stored: list[dict[str, Any]] = []
         nodes: list[tuple[int, int, bytes]] = []
-        with cur.copy(_COPY_SQL) as copy:
-            for event in batch:
-                if event["id"] not in new_ids:
+        # Chunks go out while the next ones are hashed: the server inserts rows meanwhile.
+        with cur.copy(COPY_SQL) as copy:
+            lines: list[str] = []
+            for event in prepared:
+                if event.id not in new_ids:
                     continue
-                new_ids.discard(event["id"])  # a repeat within the batch is skipped
-                document = event_document(event, frontier.size)
-                leaf = leaf_hash(document)
-                nodes.extend(frontier.append(leaf))
-                copy.write_row(_copy_row(document, leaf))
-                document["leaf_hash"] = b64(leaf)
-                stored.append(document)
+                new_ids.discard(event.id)  # a repeat within the batch is skipped
+                seq = frontier.size
+                leaf = event.leaf(seq)
+                nodes.extend(n for n in frontier.append(leaf) if is_stored(n[0]))
+                lines.append(event.place(seq, leaf))
+                stored.append(event.document)
+                if len(lines) == COPY_CHUNK:
+                    copy.write("".join(lines))
+                    lines.clear()
+            copy.write("".join(lines))
         if nodes:
-            # TODO(scale): a row per complete subtree is ~100 bytes an event; rows holding
-            # tiles of 256 hashes (as tlog and Trillian store them) would cut that tenfold.
             with cur.copy("COPY merkle_nodes (level, node_index, hash) FROM STDIN") as copy:
                 for node in nodes:
                     copy.write_row(node)
         head = signer.sign(frontier.size, frontier.root(), now)
         cur.execute(
-            "INSERT INTO tree_heads (tree_size, root_hash, timestamp, signature)"
-            " VALUES (%s, %s, %s, %s)",
-            (head.tree_size, head.root_hash, head.timestamp, head.signature),
+            "INSERT INTO tree_heads (tree_size, root_hash, timestamp, signature, frontier)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (
+                head.tree_size,
+                head.root_hash,
+                head.timestamp,
+                head.signature,
+                b"".join(frontier.hashes()),
+            ),
         )
         return WriteResult(stored=stored, duplicates=len(batch) - len(stored), head=head)
 
@@ -321,43 +312,25 @@ class EventStore:
             return [(row.start, row.key, row.n) for row in conn.execute(query)]
 
 
-def _tree_state(cur: psycopg.Cursor[Any]) -> tuple[int, datetime]:
-    """The tree's size (= the next seq) and the database's clock, under the write lock."""
+def _tree_state(cur: psycopg.Cursor[Any]) -> tuple[Frontier, datetime]:
+    """The tree's right edge (its size is the next seq) and the database's clock, read under
+    the write lock: from the latest head, which keeps the edge for exactly this."""
     cur.execute(
-        "SELECT (SELECT tree_size FROM tree_heads ORDER BY tree_size DESC LIMIT 1),"
-        " clock_timestamp()"
+        "SELECT h.tree_size, h.frontier, clock_timestamp() FROM (SELECT 1) AS one"
+        " LEFT JOIN (SELECT tree_size, frontier FROM tree_heads ORDER BY tree_size DESC"
+        " LIMIT 1) AS h ON true"
     )
     row = cur.fetchone()
     assert row is not None
-    size, now = row
-    if size is None:  # no head yet: an empty log, or events hashed by migration 0002
-        cur.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
-        last = cur.fetchone()
-        size = 0 if last is None else last[0] + 1
-    return int(size), now
-
-
-def _copy_row(document: dict[str, Any], leaf: bytes) -> tuple[Any, ...]:
-    return (
-        document["occurred_at"],
-        document["id"],
-        document["seq"],
-        document["received_at"],
-        document["type"],
-        document["service"],
-        document["publisher"],
-        document["action"],
-        document["outcome"],
-        _json_or_none(document["actor"]),
-        _json_or_none(document["subject"]),
-        _json_or_none(document["context"]),
-        orjson.dumps(document["data"]).decode(),
-        leaf,
-    )
-
-
-def _json_or_none(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+    size, edge, now = row
+    if size is not None:
+        edge = bytes(edge)
+        return Frontier(size, [edge[i : i + 32] for i in range(0, len(edge), 32)]), now
+    # No head yet: an empty log, or events hashed by migration 0002.
+    cur.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
+    last = cur.fetchone()
+    size = 0 if last is None else last[0] + 1
+    return Frontier(size, frontier_hashes(cur, size)), now
 
 
 def _is_connection_error(exc: BaseException) -> bool:

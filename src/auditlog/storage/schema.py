@@ -79,15 +79,16 @@ event_ids = Table(
     Column("occurred_at", TIMESTAMP(timezone=True), nullable=False),
 )
 
-# The integrity tree (docs/INTEGRITY.md): every complete subtree above the leaves, and the
-# signed head recorded after each batch. Level 0 is events.leaf_hash.
+# The integrity tree (docs/INTEGRITY.md): complete subtrees of levels 8, 16, … (level 0 is
+# events.leaf_hash; other levels are folded from these), and the signed head recorded after
+# each batch.
 merkle_nodes = Table(
     "merkle_nodes",
     metadata,
     Column("level", SmallInteger, primary_key=True),
     Column("node_index", BigInteger, primary_key=True),
     Column("hash", LargeBinary, nullable=False),
-    CheckConstraint("level BETWEEN 1 AND 63", name="merkle_nodes_level_check"),
+    CheckConstraint("level % 8 = 0 AND level BETWEEN 8 AND 56", name="merkle_nodes_level_check"),
 )
 
 tree_heads = Table(
@@ -97,5 +98,7 @@ tree_heads = Table(
     Column("root_hash", LargeBinary, nullable=False),
     Column("timestamp", TIMESTAMP(timezone=True), nullable=False),
     Column("signature", LargeBinary, nullable=False),
+    # The right edge of the tree at this size: its complete subtrees' hashes, largest first.
+    Column("frontier", LargeBinary, nullable=False),
     CheckConstraint("tree_size > 0", name="tree_heads_size_check"),
 )

@@ -14,7 +14,7 @@ from sqlalchemy import exc as sa_exc
 from auditlog.canonical import stored_event
 from auditlog.errors import Unavailable
 from auditlog.integrity.heads import TreeHead
-from auditlog.integrity.merkle import NodeKey, frontier_keys
+from auditlog.integrity.merkle import NodeKey, base_range, fold, frontier_keys
 
 _HEAD_COLUMNS = "tree_size, root_hash, timestamp, signature"
 _EVENT_SELECT = (
@@ -27,24 +27,57 @@ class TreeInconsistent(Exception):
     """A node the tree must have is not stored: the tables were tampered with or damaged."""
 
 
-def fetch_nodes(cur: psycopg.Cursor[Any], keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
-    """Stored hashes of the given (level, index) nodes; level 0 is events.leaf_hash by seq."""
-    found: dict[NodeKey, bytes] = {}
-    leaves = [index for level, index in keys if level == 0]
-    inner = [(level, index) for level, index in keys if level > 0]
-    if leaves:
-        cur.execute("SELECT seq, leaf_hash FROM events WHERE seq = ANY(%s)", (leaves,))
-        found.update(((0, seq), bytes(h)) for seq, h in cur.fetchall())
-    if inner:
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _fetch_base(
+    cur: psycopg.Cursor[Any], level: int, ranges: list[tuple[int, int]]
+) -> dict[int, bytes]:
+    """Stored hashes of one stored level over index ranges: leaves (level 0) or strata."""
+    los, his = [r[0] for r in ranges], [r[1] for r in ranges]
+    if level == 0:
+        # Range conditions, so each chunk's seq index is scanned once per range.
         cur.execute(
-            "SELECT level, node_index, hash FROM merkle_nodes WHERE (level, node_index) IN"
-            " (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))",
-            ([k[0] for k in inner], [k[1] for k in inner]),
+            "SELECT seq, leaf_hash FROM events, unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
+            " WHERE seq >= r.lo AND seq < r.hi",
+            (los, his),
         )
-        found.update(((level, index), bytes(h)) for level, index, h in cur.fetchall())
-    missing = set(keys) - set(found)
-    if missing:
-        raise TreeInconsistent(f"tree nodes missing: {sorted(missing)[:5]}")
+    else:
+        cur.execute(
+            "SELECT node_index, hash FROM merkle_nodes,"
+            " unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
+            " WHERE level = %s AND node_index >= r.lo AND node_index < r.hi",
+            (los, his, level),
+        )
+    return {index: bytes(h) for index, h in cur.fetchall()}
+
+
+def fetch_nodes(cur: psycopg.Cursor[Any], keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
+    """Hashes of the given (level, index) nodes, each folded from the stored nodes below it.
+
+    Every node costs one bounded range of at most 2^(STRATUM-1) stored rows, fetched with
+    the others of its level in one query.
+    """
+    plan = {key: base_range(*key) for key in keys}
+    wanted: dict[int, list[tuple[int, int]]] = {}
+    for base, lo, hi in plan.values():
+        wanted.setdefault(base, []).append((lo, hi))
+    stored = {level: _fetch_base(cur, level, _merge(ranges)) for level, ranges in wanted.items()}
+    found: dict[NodeKey, bytes] = {}
+    for key, (base, lo, hi) in plan.items():
+        try:
+            found[key] = fold([stored[base][i] for i in range(lo, hi)])
+        except KeyError as exc:
+            raise TreeInconsistent(
+                f"stored node ({base}, {exc.args[0]}) is missing, needed for node {key}"
+            ) from None
     return found
 
 

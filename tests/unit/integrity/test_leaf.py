@@ -8,7 +8,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditlog.integrity.leaf import canonical_bytes, leaf_hash, reference_canonical_bytes
+from auditlog.integrity.leaf import (
+    canonical_bytes,
+    leaf_for_seq,
+    leaf_hash,
+    reference_canonical_bytes,
+    seq_parts,
+)
 
 json_values = st.recursive(
     st.none()
@@ -49,3 +55,16 @@ class TestLeaf:
         document = {"\U0001d11e": 1, "\ufb01": 2}  # UTF-16 order differs from code points
         assert canonical_bytes(document) == reference_canonical_bytes(document)
         assert canonical_bytes(document).index(b"\xf0") < canonical_bytes(document).index(b"\xef")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "type", "service", "data", "actor", "zeta", "a"]),
+        json_values,
+        max_size=7,
+    ),
+    st.integers(min_value=0, max_value=2**53 - 1),
+)
+def test_leaf_from_parts_equals_the_whole(document: dict[str, Any], seq: int):
+    assert leaf_for_seq(*seq_parts(document), seq) == leaf_hash({**document, "seq": seq})
