@@ -19,7 +19,8 @@ from auditlog.controllers.integrity import (
     PublicKeyResource,
     TreeHeadResource,
 )
-from auditlog.controllers.middleware import RequestContext
+from auditlog.controllers.keys import KeysResource
+from auditlog.controllers.middleware import Authentication, RequestContext
 from auditlog.controllers.stats import BucketsResource
 from auditlog.openapi import build_openapi
 from auditlog.runtime import ApiRuntime
@@ -32,10 +33,13 @@ log = structlog.get_logger("auditlog.http")
 _STATUS: dict[type[errors.AuditlogError], tuple[str, str]] = {
     errors.MalformedBody: (falcon.HTTP_400, "Malformed body"),
     errors.InvalidQuery: (falcon.HTTP_400, "Invalid query parameter"),
+    errors.Unauthorized: (falcon.HTTP_401, "Unauthorized"),
+    errors.Forbidden: (falcon.HTTP_403, "Forbidden"),
     errors.NotFound: (falcon.HTTP_404, "Not found"),
     errors.BodyTooLarge: (falcon.HTTP_413, "Payload too large"),
     errors.UnsupportedMediaType: (falcon.HTTP_415, "Unsupported media type"),
     errors.InvalidEvents: (falcon.HTTP_422, "Invalid events"),
+    errors.RateLimited: (falcon.HTTP_429, "Too many requests"),
     errors.Overloaded: (falcon.HTTP_503, "Overloaded"),
     errors.Unavailable: (falcon.HTTP_503, "Service unavailable"),
 }
@@ -48,8 +52,13 @@ def _handle_domain_error(
     body: dict[str, Any] = {"title": title, "description": str(exc)}
     if isinstance(exc, errors.InvalidEvents):
         body["errors"] = [e.as_dict() for e in exc.errors]
-    if isinstance(exc, errors.Overloaded | errors.Unavailable):
+    if isinstance(exc, errors.Overloaded | errors.Unavailable | errors.RateLimited):
         resp.set_header("Retry-After", str(exc.retry_after_s))
+    if isinstance(exc, errors.Unauthorized):
+        challenge = 'Bearer realm="auditlog"'
+        if exc.token_given:
+            challenge += ', error="invalid_token"'
+        resp.set_header("WWW-Authenticate", challenge)
     req.context.log_fields = {"refused": title}
     resp.status = status
     resp.media = body
@@ -86,7 +95,8 @@ def create_app(
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app; collaborators are built from settings unless passed in."""
     runtime = runtime or ApiRuntime.build(settings)
-    app = falcon.App(middleware=[RequestContext()])
+    middleware: list[Any] = [RequestContext(), Authentication(runtime.authenticator, runtime.audit)]
+    app = falcon.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -103,6 +113,7 @@ def create_app(
     app.add_route("/v1/integrity/tree-head", TreeHeadResource(runtime.integrity))
     app.add_route("/v1/integrity/consistency", ConsistencyProofResource(runtime.integrity))
     app.add_route("/v1/integrity/public-key", PublicKeyResource(runtime.integrity))
+    app.add_route("/v1/keys", KeysResource(runtime.keys))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(readiness))
     app.add_route("/openapi.json", OpenApiResource(build_openapi(settings)))

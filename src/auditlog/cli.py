@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +17,11 @@ from auditlog.canonical import parse_timestamp
 from auditlog.integrity.export import ExportFormatError, read_export, write_export
 from auditlog.integrity.heads import b64, generate_key, load_public_key
 from auditlog.integrity.verify import LogVerifier, VerifyReport, interleave
+from auditlog.services.audit import SelfAudit
+from auditlog.services.auth import KeyAdmin
+from auditlog.services.ingest import IngestService
 from auditlog.settings import ROLE_NAMES, Role, Settings, SettingsError
+from auditlog.storage.keys import ApiKey, KeyExists, KeyStore
 from auditlog.storage.tree import TreeStore
 
 
@@ -187,6 +193,101 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_admin(settings: Settings) -> tuple[KeyAdmin, Callable[[], None]]:
+    """Key administration as the owner, each change also recorded in the log."""
+    from auditlog.runtime import event_stream, limits, redis_client  # noqa: PLC0415 - CLI only
+
+    engine = create_engine(settings.url_for("owner"))
+    client = redis_client(settings)
+    ingest = IngestService(
+        event_stream(settings, client), limits(settings), max_events=settings.max_events_per_request
+    )
+    audit = SelfAudit(ingest, strict_reads=False)
+    operator = f"{getpass.getuser()}@{socket.gethostname()}"
+
+    def record(what: str, key: ApiKey) -> None:
+        if not audit.key_changed(what, key, operator):
+            print(
+                "auditlog: warning: the change is made but could not be recorded in the log"
+                " (Redis unavailable); it is in this command's error log",
+                file=sys.stderr,
+            )
+
+    def close() -> None:
+        engine.dispose()
+        client.close()
+
+    return KeyAdmin(KeyStore(engine), on_change=record), close
+
+
+def _keys_create(admin: KeyAdmin, settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        created = admin.create(
+            args.name, args.scope, args.service or [], rate_per_s=args.rate, burst=args.burst
+        )
+    except (ValueError, KeyExists) as exc:
+        reason = f"a key named {exc} exists" if isinstance(exc, KeyExists) else exc
+        print(f"auditlog: {reason}", file=sys.stderr)
+        return 2
+    services = ", ".join(created.key.services) or "-"
+    print(
+        f"created key {created.key.name!r}: scope {created.key.scope}, services {services}."
+        " The token is shown once; store it now:"
+    )
+    print(created.token)
+    return 0
+
+
+def _keys_list(admin: KeyAdmin, settings: Settings, args: argparse.Namespace) -> int:
+    print("name\tscope\tservices\trate/s\tburst\tcreated\trevoked")
+    for key in admin.list():
+        fields = (
+            key.name,
+            key.scope,
+            ",".join(key.services) or "-",
+            key.rate_per_s or "default",
+            key.burst or "default",
+            key.created_at,
+            key.revoked_at or "-",
+        )
+        print("\t".join(str(v) for v in fields))
+    return 0
+
+
+def _keys_revoke(admin: KeyAdmin, settings: Settings, args: argparse.Namespace) -> int:
+    if not admin.revoke(args.name):
+        print(f"auditlog: no live key named {args.name!r}", file=sys.stderr)
+        return 2
+    print(
+        f"revoked {args.name!r}; API processes stop accepting it within {settings.key_cache_s:g} s"
+    )
+    return 0
+
+
+def _keys_limit(admin: KeyAdmin, settings: Settings, args: argparse.Namespace) -> int:
+    if not admin.set_limits(args.name, args.rate, args.burst):
+        print(f"auditlog: no live key named {args.name!r}", file=sys.stderr)
+        return 2
+    print(f"key {args.name!r}: rate {args.rate or 'default'}/s, burst {args.burst or 'default'}")
+    return 0
+
+
+_KEY_COMMANDS = {
+    "create": _keys_create,
+    "list": _keys_list,
+    "revoke": _keys_revoke,
+    "limit": _keys_limit,
+}
+
+
+def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    admin, close = _key_admin(settings)
+    try:
+        return _KEY_COMMANDS[args.keys_command](admin, settings, args)
+    finally:
+        close()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auditlog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +334,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="last event with occurred_at < until (RFC 3339)")
     p.add_argument("--out", help="file to write (default: standard output)")
     commands["export"] = _cmd_export
+
+    p = sub.add_parser("keys", help="API keys: create, list, revoke, limit")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("create", help="create a key; its token is printed once, last")
+    k.add_argument("--name", required=True)
+    k.add_argument("--scope", required=True, choices=["write", "read", "admin"])
+    k.add_argument(
+        "--service",
+        action="append",
+        help="a service a write key may send events of (repeat for more)",
+    )
+    k.add_argument("--rate", type=float, help="requests per second (default: the setting)")
+    k.add_argument("--burst", type=int, help="bucket size (default: the setting)")
+    keys.add_parser("list", help="every key, without secrets")
+    k = keys.add_parser("revoke", help="stop a key working (within seconds, everywhere)")
+    k.add_argument("name")
+    k = keys.add_parser("limit", help="set a key's rate limit (omit both: back to defaults)")
+    k.add_argument("name")
+    k.add_argument("--rate", type=float)
+    k.add_argument("--burst", type=int)
+    commands["keys"] = _cmd_keys
 
     parser.set_defaults(_commands=commands)
     return parser

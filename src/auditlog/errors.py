@@ -54,6 +54,26 @@ class NotFound(AuditlogError):
     """The thing asked for does not exist: 404."""
 
 
+class Unauthorized(AuditlogError):
+    """No token, or not one of a live key: 401."""
+
+    def __init__(self, message: str, *, token_given: bool):
+        self.token_given = token_given
+        super().__init__(message)
+
+
+class Forbidden(AuditlogError):
+    """The key is valid but may not do this: 403."""
+
+
+class RateLimited(AuditlogError):
+    """The key has spent its requests for now: 429."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class Overloaded(AuditlogError):
     """Too many events are waiting to be written; try again later: 503."""
 

@@ -235,6 +235,38 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 },
             },
         },
+        "KeyList": {
+            "type": "object",
+            "required": ["keys"],
+            "properties": {
+                "keys": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": [
+                            "name",
+                            "scope",
+                            "services",
+                            "rate_per_s",
+                            "burst",
+                            "created_at",
+                            "revoked_at",
+                        ],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "scope": {"enum": ["write", "read", "admin"]},
+                            "services": {"type": "array", "items": {"type": "string"}},
+                            "rate_per_s": {"type": ["number", "null"]},
+                            "burst": {"type": ["integer", "null"]},
+                            "created_at": {"type": ["string", "null"], "format": "date-time"},
+                            "revoked_at": {"type": ["string", "null"], "format": "date-time"},
+                        },
+                        "additionalProperties": False,
+                    },
+                }
+            },
+            "additionalProperties": False,
+        },
         "Health": {
             "type": "object",
             "required": ["status"],
@@ -333,7 +365,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         "A backend (PostgreSQL or Redis) does not answer, or the writers "
         "are behind; see Retry-After."
     )
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "auditlog",
@@ -476,6 +508,14 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
+            "/v1/keys": {
+                "get": {
+                    "operationId": "listKeys",
+                    "summary": "The API keys, without secrets (admin). Keys are created, "
+                    "revoked and limited with `auditlog keys`.",
+                    "responses": {"200": _json(_ref("KeyList"), "Every key.")},
+                },
+            },
             "/healthz": {
                 "get": {
                     "operationId": "health",
@@ -506,5 +546,36 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                 },
             },
         },
-        "components": {"schemas": _schemas(settings)},
+        "components": {
+            "schemas": _schemas(settings),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key's token (`auditlog keys create`). write keys "
+                    "may POST events of their own services; read keys every GET under /v1; "
+                    "admin keys both. Reads are themselves recorded in the log.",
+                }
+            },
+        },
     }
+    _secure(document["paths"])
+    return document
+
+
+def _secure(paths: dict[str, Any]) -> None:
+    """Every /v1 operation needs a key, and may answer 401, 403 or 429."""
+    for path, item in paths.items():
+        if not path.startswith("/v1/"):
+            continue
+        for operation in item.values():
+            operation["security"] = [{"bearer": []}]
+            operation["responses"].setdefault(
+                "401", _error("No token, or not one of a live key (see WWW-Authenticate).")
+            )
+            operation["responses"].setdefault(
+                "403", _error("The key's scope or services do not allow this.")
+            )
+            operation["responses"].setdefault(
+                "429", _error("The key's rate limit is spent; see Retry-After.")
+            )

@@ -8,6 +8,8 @@ from datetime import timedelta
 import redis
 
 from auditlog.integrity.heads import HeadSigner, load_public_key
+from auditlog.services.audit import SelfAudit
+from auditlog.services.auth import Authenticator, KeyAdmin
 from auditlog.services.envelope import Limits
 from auditlog.services.ingest import IngestService
 from auditlog.services.integrity import IntegrityService
@@ -16,7 +18,9 @@ from auditlog.services.writer import BatchWriter
 from auditlog.settings import Settings, SettingsError
 from auditlog.storage.engine import create_role_engine
 from auditlog.storage.events import EventStore
+from auditlog.storage.keys import KeyStore
 from auditlog.storage.leases import SlotLeases
+from auditlog.storage.ratelimit import RateLimiter
 from auditlog.storage.stream import EventStream
 from auditlog.storage.tree import TreeStore
 
@@ -72,6 +76,9 @@ class ApiRuntime:
     ingest: IngestService
     queries: QueryService
     integrity: IntegrityService
+    authenticator: Authenticator
+    audit: SelfAudit
+    keys: KeyAdmin
     store: EventStore
     stream: EventStream
 
@@ -83,10 +90,21 @@ class ApiRuntime:
         store = EventStore(reader)
         ingest = IngestService(stream, limits(settings), max_events=settings.max_events_per_request)
         integrity = IntegrityService(TreeStore(reader), store, public_key(settings))
+        keys = KeyStore(reader)
+        authenticator = Authenticator(
+            keys,
+            RateLimiter(client, settings.key("ratelimit")),
+            ttl_s=settings.key_cache_s,
+            default_rate_per_s=settings.rate_limit_per_s,
+            default_burst=settings.rate_limit_burst,
+        )
         return cls(
             ingest=ingest,
             queries=QueryService(store),
             integrity=integrity,
+            authenticator=authenticator,
+            audit=SelfAudit(ingest, strict_reads=settings.strict_read_audit),
+            keys=KeyAdmin(keys),
             store=store,
             stream=stream,
         )

@@ -71,6 +71,14 @@ class Settings(BaseModel):
     writer_claim_idle_s: float = Field(default=60.0, gt=0)
     writer_max_attempts: int = Field(default=5, ge=1)
 
+    # API keys: a revoked key stops working within key_cache_s on every API process. Rate
+    # limits are per key (a token bucket in Redis); `auditlog keys limit` tightens one key.
+    key_cache_s: float = Field(default=2.0, gt=0)
+    rate_limit_per_s: float = Field(default=5000.0, gt=0)
+    rate_limit_burst: int = Field(default=10000, ge=1)
+    # When true, a read whose audit record cannot be enqueued is answered 503 instead.
+    strict_read_audit: bool = False
+
     # The Ed25519 key that signs tree heads (writers). API processes need only the public
     # key: from public_key_path when set, else derived from the signing key file.
     signing_key_path: Path = Path("var/signing-key.pem")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from auditlog.app import create_app
 from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import generate_key
 from auditlog.runtime import ApiRuntime
+from auditlog.services.auth import KeyAdmin
 from auditlog.settings import Settings
+from auditlog.storage.keys import KeyStore
 from tests.helpers import WorkerProcess, clear_redis, wait_for
 
 # One signing key for the run (tree heads are signed by the workers with it).
@@ -74,6 +77,35 @@ def owner_db(settings: Settings) -> Iterator[Engine]:
     engine.dispose()
 
 
+def create_key(settings: Settings, name: str, scope: str, *services: str, **limits: Any) -> str:
+    """A new API key in the settings' database; its token."""
+    engine = create_engine(settings.url_for("owner"))
+    try:
+        return KeyAdmin(KeyStore(engine)).create(name, scope, list(services), **limits).token
+    finally:
+        engine.dispose()
+
+
+def authorized(app: Any, token: str) -> testing.TestClient:
+    return testing.TestClient(app, headers={"Authorization": f"Bearer {token}"})
+
+
+@dataclass(frozen=True)
+class Tokens:
+    admin: str
+    billing_writer: str
+    reader: str
+
+
+@pytest.fixture(scope="session")
+def tokens(settings: Settings) -> Tokens:
+    return Tokens(
+        admin=create_key(settings, "test-admin", "admin"),
+        billing_writer=create_key(settings, "billing-writer", "write", "billing"),
+        reader=create_key(settings, "auditor", "read"),
+    )
+
+
 @pytest.fixture(scope="session")
 def runtime(settings: Settings) -> Iterator[ApiRuntime]:
     runtime = ApiRuntime.build(settings)
@@ -82,8 +114,19 @@ def runtime(settings: Settings) -> Iterator[ApiRuntime]:
 
 
 @pytest.fixture(scope="session")
-def client(settings: Settings, runtime: ApiRuntime) -> testing.TestClient:
-    return testing.TestClient(create_app(settings, runtime=runtime))
+def app(settings: Settings, runtime: ApiRuntime) -> Any:
+    return create_app(settings, runtime=runtime)
+
+
+@pytest.fixture(scope="session")
+def client(app: Any, tokens: Tokens) -> testing.TestClient:
+    """The app, every request with an admin key (tests of auth use their own clients)."""
+    return authorized(app, tokens.admin)
+
+
+@pytest.fixture(scope="session")
+def anonymous(app: Any) -> testing.TestClient:
+    return testing.TestClient(app)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from auditlog.storage.events import WRITE_LOCK_KEY
 from auditlog.storage.stream import GROUP
 from tests import factories
 from tests.helpers import TcpProxy, WorkerProcess, clear_redis, settings_env, wait_for
-from tests.integration.conftest import post, stored_counts, wait_stored
+from tests.integration.conftest import Tokens, authorized, post, stored_counts, wait_stored
 
 pytestmark = pytest.mark.slow
 
@@ -65,12 +65,12 @@ class Lane:
             return 0
 
 
-def _lane(settings: Settings, logs_dir: Path, **overrides: object) -> Iterator[Lane]:
+def _lane(settings: Settings, logs_dir: Path, token: str, **overrides: object) -> Iterator[Lane]:
     own = settings.model_copy(
         update={"redis_prefix": f"{settings.redis_prefix}-{uuid.uuid4().hex[:6]}", **overrides}
     )
     runtime = ApiRuntime.build(own)
-    lane = Lane(own, testing.TestClient(create_app(own, runtime=runtime)), runtime, logs_dir)
+    lane = Lane(own, authorized(create_app(own, runtime=runtime), token), runtime, logs_dir)
     yield lane
     for process in lane.workers:
         process.stop()
@@ -79,8 +79,8 @@ def _lane(settings: Settings, logs_dir: Path, **overrides: object) -> Iterator[L
 
 
 @pytest.fixture
-def lane(settings: Settings, logs_dir: Path) -> Iterator[Lane]:
-    yield from _lane(settings, logs_dir)
+def lane(settings: Settings, logs_dir: Path, tokens: Tokens) -> Iterator[Lane]:
+    yield from _lane(settings, logs_dir, tokens.admin)
 
 
 @pytest.fixture
@@ -165,10 +165,12 @@ class TestRedelivery:
 class TestDatabaseOutage:
     """With PostgreSQL unreachable, ingest keeps answering 202 and writers retry."""
 
-    def test_nothing_is_lost(self, settings: Settings, logs_dir: Path, owner_db: Engine):
+    def test_nothing_is_lost(
+        self, settings: Settings, logs_dir: Path, owner_db: Engine, tokens: Tokens
+    ):
         proxy = TcpProxy(5432).start()
         url = settings.database_url.replace(":5432/", f":{proxy.port}/")
-        for lane in _lane(settings, logs_dir, database_url=url):
+        for lane in _lane(settings, logs_dir, tokens.admin, database_url=url):
             lane.worker().start()
             before = lane.post_many(100)
             wait_stored(owner_db, before)

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 import pytest
-from falcon import testing
 from sqlalchemy import Connection, Engine, create_engine, text
 
 from auditlog.app import create_app
@@ -25,7 +24,7 @@ from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
 from tests import factories
 from tests.helpers import WorkerProcess, clear_redis, settings_env
-from tests.integration.conftest import make_settings, post, wait_stored
+from tests.integration.conftest import authorized, create_key, make_settings, post, wait_stored
 
 pytestmark = pytest.mark.slow
 EVENTS = 3000
@@ -38,7 +37,9 @@ def log(logs_dir: Path) -> Iterator[Settings]:
     setup_database(settings)
     migrate(settings)
     runtime = ApiRuntime.build(settings)
-    client = testing.TestClient(create_app(settings, runtime=runtime))
+    client = authorized(
+        create_app(settings, runtime=runtime), create_key(settings, "tamper-admin", "admin")
+    )
     workers = [
         WorkerProcess(settings, logs_dir, name=f"tamper{i}", concurrency=2).start()
         for i in range(2)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import falcon
 
 from auditlog.errors import BodyTooLarge, UnsupportedMediaType
+from auditlog.services.auth import Scope
 from auditlog.services.ingest import EnvelopeFormat, IngestService
 from auditlog.services.queries import QueryService
 
@@ -40,6 +43,8 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
 class EventsResource:
     """POST enqueues events (202); GET lists them, newest first, a page at a time."""
 
+    scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ, "POST": Scope.WRITE}
+
     def __init__(self, ingest: IngestService, queries: QueryService, *, max_body_bytes: int):
         self._ingest = ingest
         self._queries = queries
@@ -48,20 +53,26 @@ class EventsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         fmt = envelope_format(req.content_type)
         body = read_body(req, self._max_body_bytes)
-        ids = self._ingest.submit(body, fmt, request_id=req.context.request_id)
+        ids = self._ingest.submit(
+            body, fmt, principal=req.context.principal, request_id=req.context.request_id
+        )
         resp.status = falcon.HTTP_202
         resp.media = {"accepted": len(ids), "ids": ids}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         page = self._queries.list(req.params)
+        req.context.results = len(page.events)
         resp.media = {"events": page.events, "next_cursor": page.next_cursor}
 
 
 class EventResource:
     """GET one stored event by id. There is no PUT, PATCH or DELETE: 405."""
 
+    scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ}
+
     def __init__(self, queries: QueryService):
         self._queries = queries
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, event_id: str) -> None:
         resp.media = self._queries.get(event_id)
+        req.context.results = 1

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import falcon
 
+from auditlog.services.auth import Scope
 from auditlog.services.integrity import IntegrityService
 
 
 class TreeHeadResource:
     """The latest signed tree head, or the one at ?size=N."""
+
+    scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ}
 
     def __init__(self, integrity: IntegrityService):
         self._integrity = integrity
@@ -18,6 +23,8 @@ class TreeHeadResource:
 
 
 class InclusionProofResource:
+    scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ}
+
     def __init__(self, integrity: IntegrityService):
         self._integrity = integrity
 
@@ -26,6 +33,8 @@ class InclusionProofResource:
 
 
 class ConsistencyProofResource:
+    scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ}
+
     def __init__(self, integrity: IntegrityService):
         self._integrity = integrity
 
@@ -34,6 +43,8 @@ class ConsistencyProofResource:
 
 
 class PublicKeyResource:
+    scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ}
+
     def __init__(self, integrity: IntegrityService):
         self._integrity = integrity
 

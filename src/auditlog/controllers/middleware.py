@@ -10,6 +10,9 @@ from typing import Any
 import falcon
 import structlog
 
+from auditlog.services.audit import SelfAudit
+from auditlog.services.auth import Authenticator, Scope
+
 log = structlog.get_logger("auditlog.http")
 
 # A client's own id is kept if it is short and plain; anything else is replaced.
@@ -40,3 +43,66 @@ class RequestContext:
             duration_ms=round(elapsed_ms, 3) if elapsed_ms is not None else None,
             **getattr(req.context, "log_fields", {}),
         )
+
+
+class Authentication:
+    """Every /v1 request carries a live key with the scope its route asks for.
+
+    Resources declare `scopes = {"GET": Scope.READ, ...}`; a method they do not list is
+    refused. Reads by a key are recorded in the log itself once answered.
+    """
+
+    def __init__(self, authenticator: Authenticator, audit: SelfAudit, prefix: str = "/v1"):
+        self._authenticator = authenticator
+        self._audit = audit
+        self._prefix = prefix
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.principal = None
+        if not (req.path == self._prefix or req.path.startswith(self._prefix + "/")):
+            return
+        principal = self._authenticator.authenticate(req.get_header("Authorization"))
+        req.context.principal = principal
+        structlog.contextvars.bind_contextvars(key=principal.name)
+        self._authenticator.throttle(principal)
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
+        principal = req.context.principal
+        if principal is None or resource is None:
+            return
+        # A responder the resource does not list in `scopes` is refused (deny by default);
+        # a method with no responder falls through to Falcon's 405 and its Allow header.
+        if hasattr(resource, f"on_{req.method.lower()}"):
+            need = getattr(resource, "scopes", {}).get(req.method)
+            self._authenticator.authorize(principal, need, f"{req.method} {req.path}")
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        principal = getattr(req.context, "principal", None)
+        if principal is None or req.method != "GET" or principal.scope is Scope.WRITE:
+            return
+        recorded = self._audit.query(
+            key_name=principal.name,
+            method=req.method,
+            path=req.path,
+            params=req.params,
+            status=int(resp.status_code),
+            results=getattr(req.context, "results", None),
+            context={
+                "request_id": getattr(req.context, "request_id", None),
+                "ip": req.access_route[0] if req.access_route else req.remote_addr,
+                "user_agent": req.user_agent,
+            },
+        )
+        if not recorded and self._audit.strict_reads and int(resp.status_code) < 400:
+            # No unaudited reads: withhold the answer rather than give it unrecorded.
+            resp.status = falcon.HTTP_503
+            resp.set_header("Retry-After", "5")
+            resp.stream = None
+            resp.media = {
+                "title": "Service unavailable",
+                "description": "this read could not be recorded in the audit log; retry shortly",
+            }

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import falcon
 
+from auditlog.services.auth import Scope
 from auditlog.services.queries import QueryService
 
 
 class BucketsResource:
+    scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ}
+
     def __init__(self, queries: QueryService):
         self._queries = queries
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._queries.buckets(req.params)
+        body = self._queries.buckets(req.params)
+        req.context.results = len(body["buckets"])
+        resp.media = body

@@ -12,7 +12,8 @@ import uuid_utils
 from pydantic_core import from_json
 
 from auditlog.canonical import format_timestamp
-from auditlog.errors import BodyTooLarge, FieldError, InvalidEvents, MalformedBody
+from auditlog.errors import BodyTooLarge, FieldError, Forbidden, InvalidEvents, MalformedBody
+from auditlog.services.auth import Principal
 from auditlog.services.envelope import Limits, check_event, cloudevent_field, from_cloudevent
 from auditlog.storage.stream import EventStream
 
@@ -56,11 +57,37 @@ class IngestService:
         body: bytes,
         fmt: EnvelopeFormat,
         *,
-        publisher: str | None = None,
+        principal: Principal | None = None,
         request_id: str | None = None,
     ) -> list[str]:
-        """Enqueue every event of the body and return their ids in input order."""
+        """Enqueue every event of the body and return their ids in input order.
+
+        The principal's key name becomes each event's `publisher`; a write key may only send
+        events of its own services (403), and its one service fills in a missing `service`.
+        """
         items = self._items(body, fmt)
+        if principal is not None and principal.default_service and fmt is EnvelopeFormat.NATIVE:
+            for item in items:
+                if isinstance(item, dict) and "service" not in item:
+                    item["service"] = principal.default_service
+        events = self._check(items, fmt)
+        if principal is not None and principal.bound_services is not None:
+            foreign = [i for i, e in enumerate(events) if e["service"] not in principal.services]
+            if foreign:
+                names = sorted({events[i]["service"] for i in foreign})
+                allowed = ", ".join(sorted(principal.services))
+                raise Forbidden(
+                    f"key {principal.name!r} may send events of {allowed} only; event(s) "
+                    f"{', '.join(map(str, foreign[:20]))} are of {', '.join(names)}"
+                )
+        return self._enqueue(events, principal.name if principal else None, request_id)
+
+    def record(self, events: list[dict[str, Any]], *, publisher: str) -> list[str]:
+        """Enqueue events the service itself produces (already plain JSON values)."""
+        return self._enqueue(self._check(events, EnvelopeFormat.NATIVE), publisher, None)
+
+    def _check(self, items: list[Any], fmt: EnvelopeFormat) -> list[dict[str, Any]]:
+        """Every item in stored form, or InvalidEvents with every problem of every item."""
         now = self._clock()
         events: list[dict[str, Any]] = []
         errors: list[FieldError] = []
@@ -88,8 +115,12 @@ class IngestService:
             events.append(event)
         if errors:
             raise InvalidEvents(errors)
+        return events
 
-        received_at = format_timestamp(now)
+    def _enqueue(
+        self, events: list[dict[str, Any]], publisher: str | None, request_id: str | None
+    ) -> list[str]:
+        received_at = format_timestamp(self._clock())
         for event in events:
             if event["id"] is None:
                 event["id"] = self._new_id()

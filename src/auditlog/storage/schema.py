@@ -12,15 +12,18 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Double,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     SmallInteger,
     Table,
     Text,
+    func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
 
 metadata = MetaData()
 
@@ -64,6 +67,13 @@ events = Table(
         postgresql_where=text("(subject ->> 'id') IS NOT NULL"),
     ),
     Index(
+        "events_publisher_idx",
+        "publisher",
+        "occurred_at",
+        "seq",
+        postgresql_where=text("publisher IS NOT NULL"),
+    ),
+    Index(
         "events_trace_id_idx",
         text("(context ->> 'trace_id')"),
         "occurred_at",
@@ -101,4 +111,25 @@ tree_heads = Table(
     # The right edge of the tree at this size: its complete subtrees' hashes, largest first.
     Column("frontier", LargeBinary, nullable=False),
     CheckConstraint("tree_size > 0", name="tree_heads_size_check"),
+)
+
+# API keys (migration 0003): only a SHA-256 of each token is stored.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column("scope", Text, nullable=False),
+    Column("services", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("rate_per_s", Double, nullable=True),
+    Column("burst", Integer, nullable=True),
+    Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", TIMESTAMP(timezone=True), nullable=True),
+    CheckConstraint("name ~ '^[a-z0-9][a-z0-9_.-]{0,63}$'", name="api_keys_name_check"),
+    CheckConstraint("scope IN ('write', 'read', 'admin')", name="api_keys_scope_check"),
+    CheckConstraint("length(token_hash) = 32", name="api_keys_hash_check"),
+    CheckConstraint(
+        "(rate_per_s IS NULL OR rate_per_s > 0) AND (burst IS NULL OR burst > 0)",
+        name="api_keys_limits_check",
+    ),
 )

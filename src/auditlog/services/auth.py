@@ -1,0 +1,212 @@
+"""API keys: tokens, who holds which scope, and which services a writer may speak for."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from auditlog.errors import Forbidden, RateLimited, Unauthorized, Unavailable
+from auditlog.services.envelope import SERVICE_PATTERN
+from auditlog.storage.keys import ApiKey, KeyStore
+from auditlog.storage.ratelimit import RateLimiter
+
+log = structlog.get_logger("auditlog.auth")
+
+TOKEN_PREFIX = "alk_"  # noqa: S105 - a prefix, not a secret: makes a leaked token recognizable
+KEY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_SERVICE = re.compile(SERVICE_PATTERN)
+
+
+class Scope(enum.StrEnum):
+    WRITE = "write"
+    READ = "read"
+    ADMIN = "admin"
+
+
+def new_token() -> str:
+    """A fresh secret: 256 bits from the OS's CSPRNG behind a recognizable prefix."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    """What is stored of a token. A fast hash is enough: the token has 256 bits of entropy."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request's key says it is, and what that key may do."""
+
+    name: str
+    scope: Scope
+    services: frozenset[str]
+    rate_per_s: float
+    burst: int
+
+    def may(self, need: Scope) -> bool:
+        return self.scope is Scope.ADMIN or self.scope is need
+
+    @property
+    def bound_services(self) -> frozenset[str] | None:
+        """The services a write key may speak for; None: any (admin)."""
+        return None if self.scope is Scope.ADMIN else self.services
+
+    @property
+    def default_service(self) -> str | None:
+        return next(iter(self.services)) if len(self.services) == 1 else None
+
+
+class Authenticator:
+    """Token -> Principal, from an in-memory copy of the key table refreshed every few
+    seconds, so that a revocation reaches every API process within `ttl_s`."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        limiter: RateLimiter,
+        *,
+        ttl_s: float,
+        default_rate_per_s: float,
+        default_burst: int,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._keys = keys
+        self._limiter = limiter
+        self._ttl_s = ttl_s
+        self._default_rate = default_rate_per_s
+        self._default_burst = default_burst
+        self._clock = clock
+        self._cache: dict[bytes, ApiKey] | None = None
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+
+    def _active(self) -> dict[bytes, ApiKey]:
+        now = self._clock()
+        if self._cache is not None and now - self._loaded_at < self._ttl_s:
+            return self._cache
+        with self._lock:
+            if self._cache is None or now - self._loaded_at >= self._ttl_s:
+                try:
+                    self._cache = self._keys.active()
+                except Unavailable:
+                    if self._cache is None:
+                        raise
+                    # Keep serving with the keys we know (ingest must outlive a database
+                    # outage); revocations wait for the database to come back.
+                    log.warning("key table unreadable; using the last copy")
+                self._loaded_at = now
+            return self._cache
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthorized("send Authorization: Bearer <token>", token_given=False)
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized(
+                "use the Bearer scheme: Authorization: Bearer <token>", token_given=True
+            )
+        digest = token_hash(token)
+        key = self._active().get(digest)
+        # The lookup is by hash, so its timing says nothing about the token; the explicit
+        # comparison keeps that true if the lookup ever changes.
+        if key is None or not hmac.compare_digest(digest, token_hash(token)):
+            raise Unauthorized("the token is not one of a live key", token_given=True)
+        return Principal(
+            name=key.name,
+            scope=Scope(key.scope),
+            services=frozenset(key.services),
+            rate_per_s=key.rate_per_s or self._default_rate,
+            burst=key.burst or self._default_burst,
+        )
+
+    def throttle(self, principal: Principal) -> None:
+        """Spend one request from the key's bucket; RateLimited when it is empty."""
+        try:
+            wait = self._limiter.take(principal.name, principal.rate_per_s, principal.burst)
+        except Exception as exc:  # Redis away: fail open; ingest will answer 503 anyway
+            log.warning("rate limiter unavailable; not limiting", error=str(exc))
+            return
+        if wait > 0:
+            raise RateLimited(
+                f"key {principal.name!r} is limited to {principal.rate_per_s:g} requests/s "
+                f"(burst {principal.burst})",
+                max(1, round(wait + 0.5)),
+            )
+
+    @staticmethod
+    def authorize(principal: Principal, need: Scope | None, what: str) -> None:
+        if need is None:
+            raise Forbidden(f"{what} is not open to API keys")
+        if not principal.may(need):
+            raise Forbidden(
+                f"key {principal.name!r} has scope {principal.scope.value}; {what} needs "
+                f"{need.value}"
+            )
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key: ApiKey
+    token: str
+
+
+class KeyAdmin:
+    """Creates, lists and revokes keys (the `auditlog keys` command)."""
+
+    def __init__(self, keys: KeyStore, on_change: Callable[[str, ApiKey], None] | None = None):
+        self._keys = keys
+        self._on_change = on_change
+
+    def create(
+        self,
+        name: str,
+        scope: str,
+        services: list[str],
+        *,
+        rate_per_s: float | None = None,
+        burst: int | None = None,
+    ) -> NewKey:
+        if not KEY_NAME.fullmatch(name):
+            raise ValueError(f"key name must match {KEY_NAME.pattern}")
+        kind = Scope(scope)
+        bad = [s for s in services if not _SERVICE.fullmatch(s)]
+        if bad:
+            raise ValueError(f"not service names: {', '.join(bad)}")
+        if kind is Scope.WRITE and not services:
+            raise ValueError("a write key needs at least one --service")
+        if kind is not Scope.WRITE and services:
+            raise ValueError("only write keys are bound to services")
+        key = ApiKey(name, kind.value, tuple(sorted(set(services))), rate_per_s, burst)
+        token = new_token()
+        self._keys.create(key, token_hash(token))
+        self._changed("created", key)
+        return NewKey(key, token)
+
+    def revoke(self, name: str) -> bool:
+        revoked = self._keys.revoke(name)
+        if revoked:
+            self._changed("revoked", ApiKey(name, ""))
+        return revoked
+
+    def set_limits(self, name: str, rate_per_s: float | None, burst: int | None) -> bool:
+        changed = self._keys.set_limits(name, rate_per_s, burst)
+        if changed:
+            self._changed("limited", ApiKey(name, "", rate_per_s=rate_per_s, burst=burst))
+        return changed
+
+    def list(self) -> list[ApiKey]:
+        return self._keys.all()
+
+    def _changed(self, what: str, key: ApiKey) -> None:
+        if self._on_change is not None:
+            self._on_change(what, key)
