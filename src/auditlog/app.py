@@ -13,8 +13,10 @@ from auditlog import errors
 from auditlog.controllers.docs import OpenApiResource
 from auditlog.controllers.events import EventResource, EventsResource
 from auditlog.controllers.health import HealthResource, ReadinessResource
+from auditlog.controllers.metrics import MetricsResource, RequestMetrics
 from auditlog.controllers.middleware import RequestContext
 from auditlog.controllers.stats import BucketsResource
+from auditlog.metrics import Exposition, QueueCollector
 from auditlog.openapi import build_openapi
 from auditlog.runtime import ApiRuntime
 from auditlog.services.health import ReadinessService
@@ -45,6 +47,7 @@ def _handle_domain_error(
     if isinstance(exc, errors.Overloaded | errors.Unavailable):
         resp.set_header("Retry-After", str(exc.retry_after_s))
     req.context.log_fields = {"refused": title}
+    req.context.error_kind = type(exc).__name__
     resp.status = status
     resp.media = body
 
@@ -80,7 +83,8 @@ def create_app(
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app; collaborators are built from settings unless passed in."""
     runtime = runtime or ApiRuntime.build(settings)
-    app = falcon.App(middleware=[RequestContext()])
+    middleware: list[Any] = [RequestContext(), RequestMetrics()]
+    app = falcon.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -96,6 +100,10 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(readiness))
     app.add_route("/openapi.json", OpenApiResource(build_openapi(settings)))
+    app.add_route(
+        "/metrics",
+        MetricsResource(Exposition(settings.metrics_dir, [QueueCollector(runtime.stream)])),
+    )
 
     app.set_error_serializer(_serialize_http_error)
     app.add_error_handler(Exception, _handle_unexpected)

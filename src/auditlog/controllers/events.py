@@ -49,6 +49,7 @@ class EventsResource:
         fmt = envelope_format(req.content_type)
         body = read_body(req, self._max_body_bytes)
         ids = self._ingest.submit(body, fmt, request_id=req.context.request_id)
+        req.context.accepted = len(ids)
         resp.status = falcon.HTTP_202
         resp.media = {"accepted": len(ids), "ids": ids}
 
