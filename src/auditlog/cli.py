@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -106,6 +107,16 @@ def _cmd_queue(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_nginx_config(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.nginx import Topology, write_config  # noqa: PLC0415 - CLI only
+
+    topology = Topology(
+        listen=args.listen, api=args.api, flower=args.flower, access_log=args.access_log
+    )
+    print(write_config(settings, topology, args.out))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auditlog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +140,18 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("queue", help="how many events wait in the stream")
     commands["queue"] = _cmd_queue
+
+    p = sub.add_parser(
+        "nginx-config", help="render deploy/nginx/ for a local topology (make run, tests)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="nginx's prefix directory")
+    p.add_argument("--listen", default="127.0.0.1:8080")
+    p.add_argument(
+        "--api", action="append", required=True, help="host:port of an API instance (twice)"
+    )
+    p.add_argument("--flower", default="127.0.0.1:5555")
+    p.add_argument("--access-log", default="/dev/stdout")
+    commands["nginx-config"] = _cmd_nginx_config
 
     parser.set_defaults(_commands=commands)
     return parser
