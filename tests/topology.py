@@ -207,9 +207,7 @@ class NginxProcess(Service):
         self.access_log = self.prefix / "access.log"
         self.config = write_config(
             settings,
-            Topology(
-                listen=self.address, api=apis, flower=flower, access_log=str(self.access_log)
-            ),
+            Topology(listen=self.address, api=apis, flower=flower, access_log=str(self.access_log)),
             self.prefix,
         )
 

@@ -50,8 +50,7 @@ class TestMakeRun:
             }
         )
         ports = {
-            name: free_port()
-            for name in ("HTTP_PORT", "API_1_PORT", "API_2_PORT", "FLOWER_PORT")
+            name: free_port() for name in ("HTTP_PORT", "API_1_PORT", "API_2_PORT", "FLOWER_PORT")
         }
         worker_metrics = free_port()
         run_dir = world_readable_dir("auditlog-run-")
@@ -67,8 +66,10 @@ class TestMakeRun:
         log_path = logs_dir / f"honcho-{own.redis_prefix}.log"
         with log_path.open("wb") as log:
             honcho = subprocess.Popen(
-                [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile")]
-                + ["-e", str(tmp_path / "empty.env"), "--no-colour"],
+                [
+                    *(sys.executable, "-m", "honcho", "start", "--no-colour"),
+                    *("-f", str(ROOT / "Procfile"), "-e", str(tmp_path / "empty.env")),
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -83,7 +84,7 @@ class TestMakeRun:
                 try:
                     return (
                         requests.get(f"{base}/readyz", timeout=2).ok
-                        and requests.get(f"http://127.0.0.1:{worker_metrics}/metrics").ok
+                        and requests.get(f"http://127.0.0.1:{worker_metrics}/metrics", timeout=2).ok
                         and requests.get(
                             f"{base}/flower/", auth=("auditlog", "make-run-test"), timeout=2
                         ).ok
