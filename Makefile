@@ -12,8 +12,12 @@ help:  ## List the targets
 setup:  ## Install everything (TimescaleDB, .venv, dependencies) and migrate the database
 	bash scripts/setup.sh
 
-run: setup  ## Set up, then start the whole service in the foreground (Ctrl-C stops it)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+run: setup  ## Set up, then start the whole topology in the foreground (Ctrl-C stops it)
+	@echo "API: http://127.0.0.1:8080 (nginx; instances on 8081 and 8082, /metrics on each)"
+	@echo "Flower: http://127.0.0.1:5555/flower/ and http://127.0.0.1:8080/flower/"
+	@echo "  user auditlog, password: AUDITLOG_FLOWER_PASSWORD in .env"
+	@echo "worker metrics: http://127.0.0.1:9101/metrics"
+	PATH="$(CURDIR)/$(BIN):$$PATH:/usr/sbin" $(BIN)/honcho start -f Procfile
 
 test:  ## Set up, then run the whole suite against the real stack
 	SKIP_DB_SETUP=1 bash scripts/setup.sh

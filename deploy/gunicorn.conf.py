@@ -1,25 +1,60 @@
-"""gunicorn settings for the API (`gunicorn -c deploy/gunicorn.conf.py auditlog.wsgi:app`).
+"""gunicorn settings for one API instance (`gunicorn -c deploy/gunicorn.conf.py auditlog.wsgi:app`).
 
-Values can be overridden per instance with GUNICORN_* variables read below; the bind
-address usually comes from the command line (-b).
+The bind address comes from the command line (-b); GUNICORN_WORKERS and GUNICORN_THREADS
+override the counts. Each instance keeps its Prometheus values in its own directory
+(PROMETHEUS_MULTIPROC_DIR; a fresh temporary one when unset), which /metrics adds up.
 """
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
-# Sync workers: a request is parse + validate + one Redis round trip (or one indexed
-# query), all CPU-bound or sub-millisecond waits, so threads or async buy nothing.
-worker_class = "sync"
-workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
-# A worker stuck longer than this is killed and replaced; nginx retries elsewhere.
+# Set before prometheus_client is imported anywhere in this process or its workers: the
+# library picks its multiprocess mode at import time.
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="auditlog-metrics-")
+_metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+from prometheus_client import multiprocess  # noqa: E402 - needs the variable above
+
+# Measured (docs/DESIGN.md, "Serving"): gthread workers, so that nginx's upstream keepalive
+# reuses connections (sync workers close each one); two processes of four threads each.
+worker_class = "gthread"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# A worker stuck longer than this is killed and replaced.
 timeout = 30
+# SIGTERM: stop accepting, finish the requests in hand (honcho kills after 5 s, docker
+# after its stop_grace_period; a request here takes milliseconds).
 graceful_timeout = 20
-keepalive = 5
-# The app writes one structured line per request; gunicorn's own access log would repeat it.
+# Longer than nginx's upstream keepalive_timeout (60 s): nginx closes idle connections first,
+# so it never sends a request on a connection gunicorn is closing.
+keepalive = 75
+# The app writes one structured line per request, with the request id; gunicorn's own
+# access log would repeat it without.
 accesslog = None
 errorlog = "-"
 loglevel = "warning"
 # Recycle workers now and then so that a slow leak cannot grow without bound.
 max_requests = 100_000
 max_requests_jitter = 10_000
-# Bodies up to AUDITLOG_MAX_BODY_BYTES arrive through nginx, fully buffered.
 limit_request_line = 8190
+
+
+def on_starting(server):
+    """Forget the values of an earlier run that used the same directory."""
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in _metrics_dir.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server, worker):
+    """A worker is gone (recycled, killed): drop its live gauges; its counters stay summed."""
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

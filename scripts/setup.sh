@@ -11,6 +11,15 @@ SUDO=""
 $SUDO bash scripts/install-timescaledb.sh
 $SUDO bash scripts/services.sh
 
+# nginx (Debian's package) balances over the API instances in `make run` and in the tests.
+# Only the binary is used: our own configuration runs it in the foreground; the package's
+# service is left as Debian sets it up.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  log "installing nginx"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+
 PYTHON="${PYTHON:-python3}"
 stamp=.venv/.installed
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
@@ -23,6 +32,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[serve,dev]'
   echo "$want" >"$stamp"
+fi
+
+# Flower is served only behind basic auth: `make run` (honcho) reads its password from .env.
+if [ ! -f .env ] || ! grep -q '^AUDITLOG_FLOWER_PASSWORD=' .env; then
+  log "generating Flower's password into .env"
+  echo "AUDITLOG_FLOWER_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))')" >>.env
+  chmod 600 .env
 fi
 
 if [ "${SKIP_DB_SETUP:-0}" != 1 ]; then

@@ -17,16 +17,20 @@ from typing import Any
 
 import redis
 
-from auditlog.settings import PREFIX, Settings
+from auditlog.settings import FOREIGN, PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The AUDITLOG_* variables that reproduce these settings in another process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(PREFIX) and k not in FOREIGN.values()
+    }
     for name, value in settings.model_dump(exclude_defaults=True).items():
-        env[f"{PREFIX}{name.upper()}"] = str(value)
+        env[FOREIGN.get(name, f"{PREFIX}{name.upper()}")] = str(value)
     return env
 
 

@@ -20,8 +20,10 @@ from auditlog.controllers.integrity import (
     TreeHeadResource,
 )
 from auditlog.controllers.keys import KeysResource
+from auditlog.controllers.metrics import MetricsResource, RequestMetrics
 from auditlog.controllers.middleware import Authentication, RequestContext
 from auditlog.controllers.stats import BucketsResource
+from auditlog.metrics import Exposition, QueueCollector
 from auditlog.openapi import build_openapi
 from auditlog.runtime import ApiRuntime
 from auditlog.services.health import ReadinessService
@@ -60,6 +62,7 @@ def _handle_domain_error(
             challenge += ', error="invalid_token"'
         resp.set_header("WWW-Authenticate", challenge)
     req.context.log_fields = {"refused": title}
+    req.context.error_kind = type(exc).__name__
     resp.status = status
     resp.media = body
 
@@ -95,7 +98,11 @@ def create_app(
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app; collaborators are built from settings unless passed in."""
     runtime = runtime or ApiRuntime.build(settings)
-    middleware: list[Any] = [RequestContext(), Authentication(runtime.authenticator, runtime.audit)]
+    middleware: list[Any] = [
+        RequestContext(),
+        RequestMetrics(),
+        Authentication(runtime.authenticator, runtime.audit),
+    ]
     app = falcon.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -117,6 +124,10 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(readiness))
     app.add_route("/openapi.json", OpenApiResource(build_openapi(settings)))
+    app.add_route(
+        "/metrics",
+        MetricsResource(Exposition(settings.metrics_dir, [QueueCollector(runtime.stream)])),
+    )
 
     app.set_error_serializer(_serialize_http_error)
     app.add_error_handler(Exception, _handle_unexpected)

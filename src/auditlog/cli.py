@@ -8,6 +8,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -288,6 +289,38 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         close()
 
 
+def _cmd_nginx_config(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.nginx import Topology, write_config  # noqa: PLC0415 - CLI only
+
+    topology = Topology(
+        listen=args.listen, api=args.api, flower=args.flower, access_log=args.access_log
+    )
+    print(write_config(settings, topology, args.out))
+    return 0
+
+
+def _add_key_commands(sub: Any) -> None:
+    p = sub.add_parser("keys", help="API keys: create, list, revoke, limit")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("create", help="create a key; its token is printed once, last")
+    k.add_argument("--name", required=True)
+    k.add_argument("--scope", required=True, choices=["write", "read", "admin"])
+    k.add_argument(
+        "--service",
+        action="append",
+        help="a service a write key may send events of (repeat for more)",
+    )
+    k.add_argument("--rate", type=float, help="requests per second (default: the setting)")
+    k.add_argument("--burst", type=int, help="bucket size (default: the setting)")
+    keys.add_parser("list", help="every key, without secrets")
+    k = keys.add_parser("revoke", help="stop a key working (within seconds, everywhere)")
+    k.add_argument("name")
+    k = keys.add_parser("limit", help="set a key's rate limit (omit both: back to defaults)")
+    k.add_argument("name")
+    k.add_argument("--rate", type=float)
+    k.add_argument("--burst", type=int)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auditlog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -335,26 +368,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="file to write (default: standard output)")
     commands["export"] = _cmd_export
 
-    p = sub.add_parser("keys", help="API keys: create, list, revoke, limit")
-    keys = p.add_subparsers(dest="keys_command", required=True)
-    k = keys.add_parser("create", help="create a key; its token is printed once, last")
-    k.add_argument("--name", required=True)
-    k.add_argument("--scope", required=True, choices=["write", "read", "admin"])
-    k.add_argument(
-        "--service",
-        action="append",
-        help="a service a write key may send events of (repeat for more)",
-    )
-    k.add_argument("--rate", type=float, help="requests per second (default: the setting)")
-    k.add_argument("--burst", type=int, help="bucket size (default: the setting)")
-    keys.add_parser("list", help="every key, without secrets")
-    k = keys.add_parser("revoke", help="stop a key working (within seconds, everywhere)")
-    k.add_argument("name")
-    k = keys.add_parser("limit", help="set a key's rate limit (omit both: back to defaults)")
-    k.add_argument("name")
-    k.add_argument("--rate", type=float)
-    k.add_argument("--burst", type=int)
+    _add_key_commands(sub)
     commands["keys"] = _cmd_keys
+    p = sub.add_parser(
+        "nginx-config", help="render deploy/nginx/ for a local topology (make run, tests)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="nginx's prefix directory")
+    p.add_argument("--listen", default="127.0.0.1:8080")
+    p.add_argument(
+        "--api", action="append", required=True, help="host:port of an API instance (twice)"
+    )
+    p.add_argument("--flower", default="127.0.0.1:5555")
+    p.add_argument("--access-log", default="/dev/stdout")
+    commands["nginx-config"] = _cmd_nginx_config
 
     parser.set_defaults(_commands=commands)
     return parser

@@ -533,6 +533,25 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": (
+                        "Prometheus metrics of this API instance (all its workers) and the "
+                        "queue depth; unauthenticated, like /healthz."
+                    ),
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format 0.0.4 (OpenMetrics when "
+                            "the Accept header asks for it).",
+                            "content": {
+                                "text/plain": {"schema": {"type": "string"}},
+                                "application/openmetrics-text": {"schema": {"type": "string"}},
+                            },
+                        }
+                    },
+                },
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",

@@ -8,6 +8,7 @@ from datetime import timedelta
 import redis
 
 from auditlog.integrity.heads import HeadSigner, load_public_key
+from auditlog.metrics import TimedEventStore, record_batch
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import Authenticator, KeyAdmin
 from auditlog.services.envelope import Limits
@@ -131,11 +132,12 @@ class WriterRuntime:
         engine = create_role_engine(settings, "writer", pool_size=1)
         writer = BatchWriter(
             stream,
-            EventStore(engine, engine, head_signer(settings)),
+            TimedEventStore(engine, engine, head_signer(settings)),
             batch_max=settings.writer_batch_max,
             block_ms=settings.writer_block_ms,
             claim_idle_ms=int(settings.writer_claim_idle_s * 1000),
             max_attempts=settings.writer_max_attempts,
+            on_commit=[record_batch],
         )
         return cls(
             settings=settings, writer=writer, leases=cls.leases_for(settings, client), stream=stream

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import URL, make_url
 
 PREFIX = "AUDITLOG_"
+# Settings read from a variable another tool owns, by the name that tool gives it.
+FOREIGN = {"metrics_dir": "PROMETHEUS_MULTIPROC_DIR"}
 
 Role = Literal["owner", "writer", "reader"]
 ROLE_NAMES: dict[Role, str] = {
@@ -84,6 +86,16 @@ class Settings(BaseModel):
     signing_key_path: Path = Path("var/signing-key.pem")
     public_key_path: Path | None = None
 
+    # Operations: the worker's Prometheus exporter (0: none) and Flower's basic auth.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_address: str = "127.0.0.1"
+    flower_user: str = Field(default="auditlog", pattern=r"^[^:\s]{1,64}$")
+    flower_password: str = ""
+    # Where prometheus-client's multiprocess mode keeps the values of every process of one
+    # API instance or worker. Read from PROMETHEUS_MULTIPROC_DIR, the variable the library
+    # itself reads (it must be set before the library is imported): None is one process.
+    metrics_dir: Path | None = None
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     migrations_dir: Path = Field(default_factory=_default_migrations_dir)
@@ -109,6 +121,9 @@ class Settings(BaseModel):
                 values[name] = value
             else:
                 unknown.append(key)
+        for name, key in FOREIGN.items():
+            if environ.get(key):
+                values[name] = environ[key]
         if unknown:
             raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         values.update(overrides)

@@ -48,3 +48,8 @@ class TestFromEnv:
 
     def test_redis_keys_are_prefixed(self):
         assert Settings.from_env({"AUDITLOG_REDIS_PREFIX": "x"}).key("events") == "x:events"
+
+    def test_metrics_dir_comes_from_prometheus_own_variable(self):
+        settings = Settings.from_env({"PROMETHEUS_MULTIPROC_DIR": "/srv/metrics"})
+        assert str(settings.metrics_dir) == "/srv/metrics"
+        assert Settings.from_env({}).metrics_dir is None

@@ -56,6 +56,7 @@ class EventsResource:
         ids = self._ingest.submit(
             body, fmt, principal=req.context.principal, request_id=req.context.request_id
         )
+        req.context.accepted = len(ids)
         resp.status = falcon.HTTP_202
         resp.media = {"accepted": len(ids), "ids": ids}
 

@@ -74,6 +74,7 @@ class EventStream:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unavailable(f"the event queue (Redis) does not answer: {exc}") from exc
         if ids is None:
+            # TODO(ops): Retry-After is a constant; derive it from the drain rate and depth.
             raise Overloaded(f"more than {self._backlog_limit} events are waiting to be written", 5)
         return [i.decode() for i in ids]
 

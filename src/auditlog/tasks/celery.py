@@ -45,8 +45,9 @@ class AuditlogCelery(Celery):
 
 
 def create_celery(settings: Settings) -> AuditlogCelery:
-    from auditlog.tasks import writer  # noqa: PLC0415 - tasks register on the app they get
+    from auditlog.tasks import metrics, writer  # noqa: PLC0415 - tasks register on the app they get
 
     app = AuditlogCelery(settings)
     writer.register(app)
+    metrics.register(app)
     return app

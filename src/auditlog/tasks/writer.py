@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import structlog
 from celery import Task, bootsteps
+from celery.signals import worker_shutting_down
 
 from auditlog.tasks.celery import AuditlogCelery
 
@@ -82,16 +83,26 @@ def register(app: AuditlogCelery) -> None:
         def __init__(self, worker: Any, **kwargs: Any):
             super().__init__(worker, **kwargs)
             self._timer_ref: Any = None
+            self._shutting_down = False
 
         def start(self, worker: Any) -> None:
+            # From the first signal of a shutdown on, no new chain is started: the drains
+            # running finish their batch and release their slots.
+            worker_shutting_down.connect(self._on_shutdown, weak=False)
             self._check()
             self._timer_ref = worker.timer.call_repeatedly(WATCHDOG_INTERVAL_S, self._check)
 
         def stop(self, worker: Any) -> None:
+            self._shutting_down = True
             if self._timer_ref is not None:
                 self._timer_ref.cancel()
 
+        def _on_shutdown(self, **kwargs: Any) -> None:
+            self._shutting_down = True
+
         def _check(self) -> None:
+            if self._shutting_down:
+                return
             try:
                 leases = app.watchdog_leases
                 for slot in range(app.settings.writer_slots):

@@ -1,0 +1,27 @@
+# One image for every auditlog program: the API (gunicorn), the worker and Flower (celery),
+# and the one-shot migration; docker-compose.yml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install '.[serve]'
+# Settings finds migrations/ and deploy/ in the working directory of an installed package.
+COPY alembic.ini ./
+COPY migrations ./migrations
+COPY deploy ./deploy
+
+# The worker's pool processes keep their Prometheus values here (PROMETHEUS_MULTIPROC_DIR).
+# The key volumes are mounted on these directories; a new volume takes their owner.
+RUN useradd --system --uid 10001 --home-dir /app auditlog \
+    && mkdir -p /tmp/metrics /signing-key /public-key \
+    && chown auditlog /tmp/metrics /signing-key /public-key
+USER auditlog
+
+EXPOSE 8000 5555 9101
+CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py", "-b", "0.0.0.0:8000", "auditlog.wsgi:app"]

@@ -1,0 +1,232 @@
+"""The production topology for end-to-end tests: nginx, gunicorn instances, Flower, on free
+ephemeral ports, configured from the files `make run` uses (deploy/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from auditlog.nginx import Topology, write_config
+from auditlog.settings import Settings
+from tests.helpers import ROOT, settings_env, wait_for
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+APP = "auditlog.wsgi:app"
+
+
+def free_port() -> int:
+    """A port nobody listens on now (the kernel's pick; used within seconds)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def world_readable_dir(prefix: str) -> Path:
+    """A directory nginx's workers (user nobody when the master is root) can enter."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for raw in path.read_text(errors="replace").splitlines():
+        start = raw.find("{")
+        if start < 0:
+            continue
+        try:
+            lines.append(json.loads(raw[start:]))
+        except ValueError:
+            continue
+    return lines
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page, parsed by prometheus-client's own parser."""
+    answer = requests.get(url, timeout=10)
+    assert answer.status_code == 200, answer.text
+    samples = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str):
+    """The sum of a metric's samples whose labels include the given ones."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
+
+
+class Service:
+    """A server process in its own process group, its output in one log file."""
+
+    name = "service"
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> Service:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                env=self.environment(),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(self._ready, timeout=30, what=f"{self.name} ready (log {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
+        try:
+            return self.ready()
+        except requests.RequestException:
+            return False
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no goodbye, no cleanup."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class ApiInstance(Service):
+    """One gunicorn instance of the API, with deploy/gunicorn.conf.py."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str, *, workers: int = 2):
+        super().__init__(log_dir / f"{name}-{settings.redis_prefix}.log")
+        self.name = name
+        self.settings = settings
+        self.workers = workers
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.metrics_dir = log_dir / f"metrics-{name}-{settings.redis_prefix}"
+
+    def command(self) -> list[str]:
+        config = str(ROOT / "deploy" / "gunicorn.conf.py")
+        return [sys.executable, "-m", "gunicorn", "-c", config, "-b", self.address, APP]
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **settings_env(self.settings),
+            "GUNICORN_WORKERS": str(self.workers),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+        }
+
+    def start(self) -> Service:
+        self.metrics_dir.mkdir(exist_ok=True)
+        return super().start()
+
+    def ready(self) -> bool:
+        return requests.get(f"http://{self.address}/healthz", timeout=2).status_code == 200
+
+    def url(self, path: str) -> str:
+        return f"http://{self.address}{path}"
+
+
+class FlowerProcess(Service):
+    """Flower with deploy/flowerconfig.py (basic auth, /flower/ prefix)."""
+
+    name = "flower"
+
+    def __init__(self, settings: Settings, log_dir: Path):
+        super().__init__(log_dir / f"flower-{settings.redis_prefix}.log")
+        self.settings = settings
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "auditlog.tasks.worker",
+            "flower",
+            f"--conf={ROOT / 'deploy' / 'flowerconfig.py'}",
+            "--address=127.0.0.1",
+            f"--port={self.port}",
+        ]
+
+    def environment(self) -> dict[str, str]:
+        return settings_env(self.settings)
+
+    def ready(self) -> bool:
+        return requests.get(f"http://{self.address}/flower/healthcheck", timeout=2).ok
+
+
+class NginxProcess(Service):
+    """nginx in the foreground with deploy/nginx/, rendered for these ports."""
+
+    name = "nginx"
+
+    def __init__(self, settings: Settings, apis: list[str], flower: str, log_dir: Path):
+        super().__init__(log_dir / f"nginx-{settings.redis_prefix}.log")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.prefix = world_readable_dir("auditlog-nginx-")
+        self.access_log = self.prefix / "access.log"
+        self.config = write_config(
+            settings,
+            Topology(listen=self.address, api=apis, flower=flower, access_log=str(self.access_log)),
+            self.prefix,
+        )
+
+    def command(self) -> list[str]:
+        return [NGINX, "-p", f"{self.prefix}/", "-c", str(self.config), "-e", "stderr"]
+
+    def ready(self) -> bool:
+        # Any answer will do: nginx is listening (the instances may not be up).
+        requests.get(f"http://{self.address}/nginx-is-listening", timeout=2)
+        return True
+
+    def stop(self, sig: int = signal.SIGQUIT, timeout: float = 30) -> None:
+        super().stop(sig, timeout)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+    def access_lines(self) -> list[dict[str, Any]]:
+        return json_lines(self.access_log)
+
+    def url(self, path: str) -> str:
+        return f"http://{self.address}{path}"
