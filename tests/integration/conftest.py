@@ -4,6 +4,7 @@ prefix of its own, a real Celery worker, and the app built with create_app."""
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from auditlog.app import create_app
 from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import generate_key
 from auditlog.runtime import ApiRuntime
-from auditlog.services.auth import KeyAdmin
+from auditlog.services.auth import MISS_RELOAD_S, KeyAdmin
 from auditlog.settings import Settings
 from auditlog.storage.keys import KeyStore
 from tests.helpers import WorkerProcess, clear_redis, wait_for
@@ -35,6 +36,7 @@ TEST_OVERRIDES: dict[str, Any] = {
     "writer_lease_s": 3.0,
     "writer_drain_s": 2.0,
     "writer_claim_idle_s": 5.0,
+    "key_cache_s": 0.5,
 }
 
 
@@ -81,9 +83,12 @@ def create_key(settings: Settings, name: str, scope: str, *services: str, **limi
     """A new API key in the settings' database; its token."""
     engine = create_engine(settings.url_for("owner"))
     try:
-        return KeyAdmin(KeyStore(engine)).create(name, scope, list(services), **limits).token
+        token = KeyAdmin(KeyStore(engine)).create(name, scope, list(services), **limits).token
     finally:
         engine.dispose()
+    # An API process looks for new keys at most every MISS_RELOAD_S after a miss.
+    time.sleep(MISS_RELOAD_S * 1.5)
+    return token
 
 
 def authorized(app: Any, token: str) -> testing.TestClient:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from auditlog.canonical import format_timestamp
 from auditlog.errors import AuditlogError
 from auditlog.services.ingest import IngestService
 from auditlog.storage.keys import ApiKey
@@ -77,16 +79,20 @@ class SelfAudit:
                 "service": SERVICE,
                 "actor": {"type": "operator", "id": _plain(actor)},
                 "subject": {"type": "api_key", "id": key.name},
-                "action": what.removesuffix("d") if what != "limited" else "limit",
+                "action": {"created": "create", "revoked": "revoke", "limited": "limit"}[what],
                 "outcome": "success",
                 "data": data,
             }
         )
 
     def _record(self, event: dict[str, Any]) -> bool:
+        event["occurred_at"] = format_timestamp(datetime.now(UTC))
         try:
             self._ingest.record([event], publisher=SERVICE)
         except AuditlogError as exc:
-            log.error("self-audit event not recorded", error=str(exc), record=event)
+            problems = [e.as_dict() for e in getattr(exc, "errors", [])]
+            log.error(
+                "self-audit event not recorded", error=str(exc), problems=problems, record=event
+            )
             return False
         return True

@@ -21,6 +21,7 @@ from auditlog.storage.ratelimit import RateLimiter
 
 log = structlog.get_logger("auditlog.auth")
 
+MISS_RELOAD_S = 0.1
 TOKEN_PREFIX = "alk_"  # noqa: S105 - a prefix, not a secret: makes a leaked token recognizable
 KEY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SERVICE = re.compile(SERVICE_PATTERN)
@@ -89,12 +90,13 @@ class Authenticator:
         self._loaded_at = 0.0
         self._lock = threading.Lock()
 
-    def _active(self) -> dict[bytes, ApiKey]:
+    def _active(self, max_age_s: float | None = None) -> dict[bytes, ApiKey]:
+        max_age = self._ttl_s if max_age_s is None else max_age_s
         now = self._clock()
-        if self._cache is not None and now - self._loaded_at < self._ttl_s:
+        if self._cache is not None and now - self._loaded_at < max_age:
             return self._cache
         with self._lock:
-            if self._cache is None or now - self._loaded_at >= self._ttl_s:
+            if self._cache is None or now - self._loaded_at >= max_age:
                 try:
                     self._cache = self._keys.active()
                 except Unavailable:
@@ -117,6 +119,10 @@ class Authenticator:
             )
         digest = token_hash(token)
         key = self._active().get(digest)
+        if key is None:
+            # Perhaps a key created since the last reload: look again, but no more than ten
+            # times a second, so that unknown tokens cannot hammer the database.
+            key = self._active(max_age_s=MISS_RELOAD_S).get(digest)
         # The lookup is by hash, so its timing says nothing about the token; the explicit
         # comparison keeps that true if the lookup ever changes.
         if key is None or not hmac.compare_digest(digest, token_hash(token)):
