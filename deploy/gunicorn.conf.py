@@ -6,11 +6,15 @@ address usually comes from the command line (-b).
 
 import os
 
-# Sync workers: a request is parse + validate + one Redis round trip (or one indexed
-# query), all CPU-bound or sub-millisecond waits, so threads or async buy nothing.
-worker_class = "sync"
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
-# A worker stuck longer than this is killed and replaced; nginx retries elsewhere.
+# Threads, not sync workers: a sync worker only tells the arbiter it is alive between
+# requests, so a follow or an export running longer than `timeout` would be killed
+# mid-stream. A gthread worker's main loop keeps beating while its threads serve; each
+# long-lived answer holds one thread, bounded per process by AUDITLOG_FOLLOW_MAX_PER_PROCESS
+# and AUDITLOG_EXPORT_MAX_PER_PROCESS, so the other threads always serve the short requests.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "6"))
+# A worker whose main loop is stuck longer than this is killed and replaced.
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

@@ -15,6 +15,7 @@ from auditlog.controllers.events import EventResource, EventsResource
 from auditlog.controllers.health import HealthResource, ReadinessResource
 from auditlog.controllers.middleware import RequestContext
 from auditlog.controllers.stats import BucketsResource
+from auditlog.controllers.tail import ExportResource, TailResource
 from auditlog.openapi import build_openapi
 from auditlog.runtime import ApiRuntime
 from auditlog.services.health import ReadinessService
@@ -91,6 +92,9 @@ def create_app(
         "/v1/events",
         EventsResource(runtime.ingest, runtime.queries, max_body_bytes=settings.max_body_bytes),
     )
+    # Literal segments win over {event_id}: these two are never taken for an id.
+    app.add_route("/v1/events/tail", TailResource(runtime.tail))
+    app.add_route("/v1/events/export", ExportResource(runtime.exports))
     app.add_route("/v1/events/{event_id}", EventResource(runtime.queries))
     app.add_route("/v1/stats/buckets", BucketsResource(runtime.queries))
     app.add_route("/healthz", HealthResource())

@@ -8,14 +8,17 @@ from datetime import timedelta
 import redis
 
 from auditlog.services.envelope import Limits
+from auditlog.services.export import ExportService
 from auditlog.services.ingest import IngestService
 from auditlog.services.queries import QueryService
+from auditlog.services.tail import TailService, TailUpdater
 from auditlog.services.writer import BatchWriter
 from auditlog.settings import Settings
 from auditlog.storage.engine import create_role_engine
 from auditlog.storage.events import EventStore
 from auditlog.storage.leases import SlotLeases
 from auditlog.storage.stream import EventStream
+from auditlog.storage.tail import TailCache
 
 
 def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
@@ -31,6 +34,10 @@ def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
 
 def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
     return EventStream(client, settings.key("events"), backlog_limit=settings.backlog_limit)
+
+
+def tail_cache(settings: Settings, client: redis.Redis) -> TailCache:
+    return TailCache(client, settings.key("tail"), size=settings.tail_size)
 
 
 def limits(settings: Settings) -> Limits:
@@ -50,6 +57,8 @@ class ApiRuntime:
     queries: QueryService
     store: EventStore
     stream: EventStream
+    tail: TailService
+    exports: ExportService
 
     @classmethod
     def build(cls, settings: Settings) -> ApiRuntime:
@@ -57,12 +66,32 @@ class ApiRuntime:
         stream = event_stream(settings, client)
         store = EventStore(create_role_engine(settings, "reader"))
         ingest = IngestService(stream, limits(settings), max_events=settings.max_events_per_request)
-        return cls(ingest=ingest, queries=QueryService(store), store=store, stream=stream)
+        # The tail has a client of its own: it gives up on Redis fast and reads the database.
+        cache = tail_cache(
+            settings, TailCache.client_for(settings.redis_url, settings.tail_timeout_s)
+        )
+        tail = TailService(
+            cache,
+            store,
+            follow_max_s=settings.follow_max_s,
+            follow_max_per_process=settings.follow_max_per_process,
+            follow_poll_s=settings.follow_poll_s,
+        )
+        exports = ExportService(store, max_per_process=settings.export_max_per_process)
+        return cls(
+            ingest=ingest,
+            queries=QueryService(store),
+            store=store,
+            stream=stream,
+            tail=tail,
+            exports=exports,
+        )
 
     def close(self) -> None:
         """Give back every connection (tests and shutdown hooks)."""
         self.store.close()
         self.stream.close()
+        self.tail.close()
 
 
 @dataclass
@@ -86,6 +115,8 @@ class WriterRuntime:
             block_ms=settings.writer_block_ms,
             claim_idle_ms=int(settings.writer_claim_idle_s * 1000),
             max_attempts=settings.writer_max_attempts,
+            # After each COMMIT: the batch joins the tail cache (never before it is stored).
+            on_commit=[TailUpdater(tail_cache(settings, client)).record_batch],
         )
         return cls(
             settings=settings, writer=writer, leases=cls.leases_for(settings, client), stream=stream
