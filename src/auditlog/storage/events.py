@@ -316,8 +316,11 @@ class EventStore:
             result = conn.execution_options(stream_results=True, yield_per=fetch_rows).execute(
                 query
             )
-            for row in result:
-                yield stored_event(row)
+            try:
+                for row in result:
+                    yield stored_event(row)
+            finally:
+                result.close()  # the server-side cursor, before its connection goes back
 
 
 def _copy_row(document: dict[str, Any]) -> tuple[Any, ...]:
