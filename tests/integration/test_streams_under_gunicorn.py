@@ -3,19 +3,24 @@ thousand events with the worker's memory flat, and followers that hold no worker
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import create_engine, text
 
 from auditlog.cli import drop_database, migrate, setup_database
+from auditlog.runtime import ApiRuntime, redis_client, tail_cache
+from auditlog.services.ingest import EnvelopeFormat
 from auditlog.settings import Settings
-from tests.helpers import ApiProcess, clear_redis, rss_kib, wait_for
-from tests.integration.conftest import make_settings
+from tests import factories
+from tests.helpers import ApiProcess, WorkerProcess, clear_redis, rss_kib, wait_for
+from tests.integration.conftest import make_settings, wait_stored
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +54,7 @@ def big_log() -> Iterator[Settings]:
             ),
             {"n": EVENTS},
         )
+        conn.execute(text("ANALYZE events"))  # as autovacuum would, for realistic plans
     owner.dispose()
     yield own
     drop_database(own)
@@ -146,3 +152,63 @@ class TestFollowersUnderGunicorn:
             timeout=10,
             what="the follower's slot given back",
         )
+
+
+def timed(call: Callable[[], Any], rounds: int = 300) -> tuple[float, float]:
+    """Median and 95th percentile of a call's duration, in milliseconds."""
+    durations = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        durations.append((time.perf_counter() - started) * 1000)
+    durations.sort()
+    return statistics.median(durations), durations[int(rounds * 0.95)]
+
+
+class TestTailSpeed:
+    def test_warm_cache_against_the_database(self, big_log: Settings, logs_dir: Path):
+        """The tail's server time (the service call) on a warm cache and from the database,
+        on a log of EVENTS + 1000 events; the same answers from both."""
+        worker = WorkerProcess(big_log, logs_dir, name="speed").start()
+        cached = ApiRuntime.build(big_log)
+        direct = ApiRuntime.build(big_log.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+        owner = create_engine(big_log.url_for("owner"))
+        try:
+            ids: list[str] = []
+            for _ in range(2):  # the writer fills the cache after each COMMIT
+                ids += cached.ingest.submit(
+                    orjson.dumps(factories.events(500)), EnvelopeFormat.NATIVE
+                )
+            wait_stored(owner, ids)
+            with owner.begin() as conn:
+                conn.execute(text("ANALYZE events"))
+            cache = tail_cache(big_log, redis_client(big_log))
+            wait_for(lambda: cache.head() == EVENTS + 999, what="the last batch cached")
+            cache.close()
+            figures = {}
+            for name, params in (
+                ("whole log, 100", {"limit": "100"}),
+                ("one service, 100", {"service": "billing", "limit": "100"}),
+                ("one type, 20", {"type": "customer.billed", "limit": "20"}),
+            ):
+                hit, miss = cached.tail.tail(params), direct.tail.tail(params)
+                assert (hit.source, miss.source) == ("cache", "database")
+                assert [orjson.loads(e) for e in hit.events] == [
+                    orjson.loads(e) for e in miss.events
+                ]
+                figures[name] = (
+                    timed(lambda p=params: cached.tail.tail(p)),  # type: ignore[misc]
+                    timed(lambda p=params: direct.tail.tail(p)),  # type: ignore[misc]
+                )
+            print()  # the figures go in the report (pytest -s)
+            for name, ((cache_med, cache_p95), (db_med, db_p95)) in figures.items():
+                print(
+                    f"tail {name}: cache median {cache_med:.3f} ms (p95 {cache_p95:.3f}); "
+                    f"database median {db_med:.3f} ms (p95 {db_p95:.3f})"
+                )
+                assert cache_med < db_med
+        finally:
+            owner.dispose()
+            direct.close()
+            cached.close()
+            worker.stop()

@@ -2,8 +2,8 @@
 
 Layout, under `<prefix>:tail`:
 
-- `all` and `svc:<service>`: sorted sets, member = the event's JSON (its API form), score =
-  its seq. Each is trimmed to the newest `size` members.
+- `all` and `svc:<service>`: sorted sets, member = the event's type, a newline and the
+  event's JSON (its API form), score = its seq. Each is trimmed to the newest `size` members.
 - `cover`: the seq ranges the writer has delivered completely (member = first seq, score =
   last seq). Every committed event inside a range is in its sets (unless trimmed). Batches
   from two writer slots may arrive out of order; adjacent ranges merge, so a late batch
@@ -29,14 +29,14 @@ from redis.retry import Retry
 
 # Ranges kept in `cover`: enough for any plausible reordering of batches between slots.
 MAX_RANGES = 64
-# Members a type-filtered read examines per step, inside the script.
+# Members a type-filtered read examines per step (after a first step of `limit`).
 _SCAN_PAGE = 256
 
 # KEYS: all, cover, trimmed, service sets...
 # ARGV: size, #ranges, (first, last) × #ranges, #marks, (key index, seq) × #marks,
 #       then (key index, seq, member) for every member to add.
 # `trimmed` maps a set to the highest seq trimming has removed from it.
-_RECORD = """
+_RECORD = r"""
 local size = tonumber(ARGV[1])
 local function mark_trimmed(key, seq)
   local old = redis.call('HGET', KEYS[3], key)
@@ -88,7 +88,7 @@ return 1
 # trusted range, newest first; exhausted = 1 if the whole range was examined. "after": the
 # oldest `limit` matching members with seq > after, oldest first; exhausted = -1 if the
 # range does not reach back to after + 1 (or trimming may have dropped some).
-_READ = """
+_READ = r"""
 local first_last = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if #first_last == 0 then return {} end
 local s, e = first_last[1], first_last[2]
@@ -103,20 +103,17 @@ if not newest then
   if tonumber(trimmed) > after then return {s, e, trimmed, -1} end
   lo = '(' .. ARGV[5]
 end
-local needle = nil
-if exact ~= '' then needle = '"type":"' .. exact .. '"'
-elseif prefix ~= '' then needle = '"type":"' .. prefix end
+-- A member is "<type>\n<json>" and the JSON holds no raw newline, so the first line is
+-- the type: matched without parsing anything.
+local filtered = exact ~= '' or prefix ~= ''
 local function matches(member)
-  if needle == nil then return true end
-  if not string.find(member, needle, 1, true) then return false end
-  local t = cjson.decode(member)['type']
-  if exact ~= '' then return t == exact end
-  return string.sub(t, 1, #prefix) == prefix
+  if exact ~= '' then return string.sub(member, 1, #exact + 1) == exact .. '\n' end
+  if string.find(prefix, '\n', 1, true) then return false end
+  return string.sub(member, 1, #prefix) == prefix
 end
 local out = {s, e, trimmed, 0}
 local found, offset = 0, 0
-local page = @SCAN_PAGE@
-if needle == nil then page = limit end
+local page = limit  -- often enough; a filtered scan then goes on in larger steps
 while true do
   local items
   if newest then
@@ -125,7 +122,7 @@ while true do
     items = redis.call('ZRANGEBYSCORE', KEYS[1], lo, hi, 'WITHSCORES', 'LIMIT', offset, page)
   end
   for j = 1, #items, 2 do
-    if matches(items[j]) then
+    if not filtered or matches(items[j]) then
       out[#out + 1] = items[j]
       out[#out + 1] = items[j + 1]
       found = found + 1
@@ -134,6 +131,7 @@ while true do
   end
   if #items < 2 * page then out[4] = 1; return out end
   offset = offset + page
+  page = math.max(limit, @SCAN_PAGE@)
 end
 """
 
@@ -213,7 +211,7 @@ class TailCache:
             args += [key_index, seq]
         for key_index, members in per_key.items():
             for event in members[-self.size :]:
-                args += [key_index, event["seq"], orjson.dumps(event)]
+                args += [key_index, event["seq"], _member(event)]
         try:
             self._record(keys=keys, args=args)
         except redis.RedisError as exc:
@@ -269,7 +267,7 @@ class TailCache:
             last=last,
             trimmed_upto=int(trimmed),
             exhausted=status == 1,
-            events=[(int(items[i + 1]), items[i]) for i in range(0, len(items), 2)]
+            events=[(int(items[i + 1]), _event_json(items[i])) for i in range(0, len(items), 2)]
             if status != -1
             else [],
         )
@@ -281,6 +279,16 @@ class TailCache:
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
         return int(top[0][1]) if top else None
+
+
+def _member(event: dict[str, Any]) -> bytes:
+    """The set member: the type on a line of its own (the scripts filter on it), then the
+    event's JSON, which orjson writes without a raw newline."""
+    return event["type"].encode() + b"\n" + orjson.dumps(event)
+
+
+def _event_json(member: bytes) -> bytes:
+    return member[member.index(b"\n") + 1 :]
 
 
 def _runs(seqs: list[int]) -> list[tuple[int, int]]:
