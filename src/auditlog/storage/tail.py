@@ -284,7 +284,8 @@ class TailCache:
 def _member(event: dict[str, Any]) -> bytes:
     """The set member: the type on a line of its own (the scripts filter on it), then the
     event's JSON, which orjson writes without a raw newline."""
-    return event["type"].encode() + b"\n" + orjson.dumps(event)
+    kind: str = event["type"]
+    return kind.encode() + b"\n" + orjson.dumps(event)
 
 
 def _event_json(member: bytes) -> bytes:
