@@ -32,3 +32,4 @@ TAIL_UPDATE_FAILURES = Counter(
 MISS_COLD = "cold"  # no covered range at all: Redis restarted, or nothing written yet
 MISS_SHORT = "short"  # the covered range holds fewer matching events than asked for
 MISS_RANGE = "range"  # a follower is further back than the covered range
+MISS_BEHIND = "behind"  # the database has newer events than the cache (hook late or lost)

@@ -313,15 +313,26 @@ class TestCacheCannotVouch:
         service = f"tail-{uuid.uuid4().hex[:8]}"
         small.send(owner_db, factories.events(2, service=service))
         unseen = factories.events(2, service=service)
-        writer = create_role_engine(small.settings, "writer", pool_size=1)
-        EventStore(writer, writer).write(
-            [{**e, "received_at": e["occurred_at"], "publisher": None} for e in unseen]
-        )
-        writer.dispose()
+        write_without_hook(small.settings, unseen)
         later = factories.events(1, service=service)
         small.send(owner_db, later)
         events = tail(small.client, service=service, limit=3)
         assert [e["id"] for e in events] == [later[0]["id"], unseen[1]["id"], unseen[0]["id"]]
+
+    def test_a_lost_batch_in_a_quiet_log(self, small: Lane, owner_db: Engine):
+        """The same, with no batch after it: the cache is noticed behind within a second."""
+        small.send(owner_db, factories.events(2))
+        unseen = factories.events(2)
+        write_without_hook(small.settings, unseen)
+        behind = counter("misses", read="tail", reason="behind")
+        wait_for(
+            lambda: (
+                [e["id"] for e in tail(small.client, limit=2)] == [unseen[1]["id"], unseen[0]["id"]]
+            ),
+            timeout=5,
+            what="the lost batch in the tail",
+        )
+        assert counter("misses", read="tail", reason="behind") > behind
 
     def test_trimmed_cache_answers_from_the_database(self, small: Lane, owner_db: Engine):
         service = f"tail-{uuid.uuid4().hex[:8]}"
@@ -334,6 +345,16 @@ class TestCacheCannotVouch:
             e["id"] for e in reversed(sent[2:])
         ]
         assert counter("hits", read="tail") == hits + 1
+
+
+def write_without_hook(settings: Settings, events: list[dict[str, Any]]) -> None:
+    """Commit events as the writer does, but tell the cache nothing: what a writer killed
+    between its COMMIT and its hook leaves behind."""
+    writer = create_role_engine(settings, "writer", pool_size=1)
+    EventStore(writer, writer).write(
+        [{**e, "received_at": e["occurred_at"], "publisher": None} for e in events]
+    )
+    writer.dispose()
 
 
 def clear_redis_tail(settings: Settings) -> None:

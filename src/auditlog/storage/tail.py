@@ -152,7 +152,16 @@ class TailSlice:
 
 
 class TailCache:
-    """Writes committed batches into the tail sets; reads slices of them."""
+    """Writes committed batches into the tail sets; reads slices of them.
+
+    TODO(scale): a cold cache is not warmed from the database; after a Redis restart the
+    tail of a rare service is read from the database until enough of its events arrived.
+    Way out: on a cold start, the writer's hook loads the newest `size` events per set.
+    TODO(scale): one set per service ever seen, never expired (each bounded to `size`);
+    expire the sets of services that stopped sending.
+    TODO(scale): the scripts touch several keys, so one Redis, not a Cluster; put the
+    tail's keys under one hash tag to run on a Cluster.
+    """
 
     def __init__(self, client: redis.Redis, prefix: str, *, size: int):
         self._redis: Any = client

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from auditlog.errors import InvalidQuery, Overloaded
-from auditlog.services.tail import TailService, answer_etag
+from auditlog.errors import InvalidQuery, Overloaded, Unavailable
+from auditlog.services.tail import BehindGuard, TailService, answer_etag
 from auditlog.storage.events import EventFilter
 from auditlog.storage.tail import CacheUnavailable, TailSlice
 
@@ -188,3 +188,31 @@ class TestFollow:
         with pytest.raises(InvalidQuery, match=r"^Last-Event-ID"):
             tail.follow({}, "not-an-id")
         assert tail.followers == 0
+
+
+class TestBehindGuard:
+    def test_cache_behind_the_database_is_not_trusted_until_it_catches_up(self):
+        clock = Clock()
+        database = {"last": 10}
+        guard = BehindGuard(lambda: database["last"], clock)
+        assert not guard.behind(10)
+        database["last"] = 12  # a batch committed; its hook never runs
+        assert not guard.behind(10)  # not checked again within the second...
+        clock.now += 1.0
+        assert guard.behind(10)  # ...but at the next check
+        clock.now += 0.1
+        assert guard.behind(10)  # and until the cache has caught up
+        assert not guard.behind(13)
+
+    def test_database_down_does_not_make_the_cache_behind(self):
+        def down() -> int:
+            raise Unavailable("no database")
+
+        assert not BehindGuard(down, Clock()).behind(5)
+
+    def test_tail_reads_the_database_while_the_cache_is_behind(self):
+        store = FakeStore([19, 20, 21])
+        cache = FakeCache(cached(20, 19))
+        answer = service(cache, store).tail({"limit": "2"})
+        assert answer.source == "database"
+        assert [orjson.loads(e)["seq"] for e in answer.events] == [21, 20]
