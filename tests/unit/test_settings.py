@@ -48,3 +48,13 @@ class TestFromEnv:
 
     def test_redis_keys_are_prefixed(self):
         assert Settings.from_env({"AUDITLOG_REDIS_PREFIX": "x"}).key("events") == "x:events"
+
+    def test_tail_and_stream_bounds(self):
+        settings = Settings.from_env(
+            {"AUDITLOG_TAIL_SIZE": "50", "AUDITLOG_FOLLOW_MAX_PER_PROCESS": "3"}
+        )
+        assert (settings.tail_size, settings.follow_max_per_process) == (50, 3)
+        with pytest.raises(SettingsError, match="AUDITLOG_TAIL_SIZE"):
+            Settings.from_env({"AUDITLOG_TAIL_SIZE": "0"})
+        with pytest.raises(SettingsError, match="AUDITLOG_FOLLOW_MAX_S"):
+            Settings.from_env({"AUDITLOG_FOLLOW_MAX_S": "0"})

@@ -264,7 +264,12 @@ class TailService:
         yield f"retry: {RECONNECT_MS}\nid: {position}\n\n".encode()
         quiet_since = self._clock()
         while self._clock() < deadline:
-            batch, position = self._next_after(flt, position)
+            try:
+                batch, position = self._next_after(flt, position)
+            except Unavailable:
+                # Neither the cache nor the database could answer: try again next round
+                # rather than cut the stream (heartbeats go on meanwhile).
+                batch = []
             if batch:
                 yield b"".join(b"id: %d\ndata: %s\n\n" % (seq, member) for seq, member in batch)
                 quiet_since = self._clock()

@@ -34,7 +34,7 @@ _SCAN_PAGE = 256
 
 # KEYS: all, cover, trimmed, service sets...
 # ARGV: size, #ranges, (first, last) × #ranges, #marks, (key index, seq) × #marks,
-#       then (key index, seq, member) for every member to add.
+#       then (service key index or 0, "1" to add to `all` too, seq, member) per event.
 # `trimmed` maps a set to the highest seq trimming has removed from it.
 _RECORD = r"""
 local size = tonumber(ARGV[1])
@@ -65,10 +65,17 @@ for _ = 1, nmarks do
 end
 local touched = {}
 while i <= #ARGV do
-  local key = KEYS[tonumber(ARGV[i])]
-  redis.call('ZADD', key, ARGV[i + 1], ARGV[i + 2])
-  touched[key] = true
-  i = i + 3
+  local seq, member = ARGV[i + 2], ARGV[i + 3]
+  if ARGV[i + 1] == '1' then
+    redis.call('ZADD', KEYS[1], seq, member)
+    touched[KEYS[1]] = true
+  end
+  local service = KEYS[tonumber(ARGV[i])]
+  if service then
+    redis.call('ZADD', service, seq, member)
+    touched[service] = true
+  end
+  i = i + 4
 end
 for key in pairs(touched) do
   local excess = redis.call('ZCARD', key) - size
@@ -218,9 +225,13 @@ class TailCache:
         args.append(len(marks))
         for key_index, seq in marks:
             args += [key_index, seq]
-        for key_index, members in per_key.items():
-            for event in members[-self.size :]:
-                args += [key_index, event["seq"], _member(event)]
+        kept = {id(e): k for k, ms in per_key.items() if k != 1 for e in ms[-self.size :]}
+        newest_overall = {id(e) for e in per_key[1][-self.size :]}
+        for event in events:
+            in_all = id(event) in newest_overall
+            service_index = kept.get(id(event), 0)
+            if in_all or service_index:
+                args += [service_index, "1" if in_all else "0", event["seq"], _member(event)]
         try:
             self._record(keys=keys, args=args)
         except redis.RedisError as exc:

@@ -216,3 +216,19 @@ class TestBehindGuard:
         answer = service(cache, store).tail({"limit": "2"})
         assert answer.source == "database"
         assert [orjson.loads(e)["seq"] for e in answer.events] == [21, 20]
+
+
+class TestFollowThroughOutages:
+    def test_a_round_nobody_answers_does_not_cut_the_stream(self):
+        clock = Clock()
+
+        class FlakyStore(FakeStore):
+            def after(self, seq: int, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+                if len(self.calls) < 2:
+                    self.calls.append("down")
+                    raise Unavailable("no database")
+                return super().after(seq, flt, limit=limit)
+
+        store = FlakyStore([8, 9])
+        stream = service(FakeCache(down=True), store, clock, follow_max_s=5).follow({}, "7")
+        assert events_in(list(stream))[1:3] == [8, 9]
