@@ -8,11 +8,15 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from auditlog.errors import InvalidQuery, Overloaded, Unavailable
-from auditlog.services.tail import BehindGuard, TailService, answer_etag
+from auditlog.services.tail import BehindGuard, TailService, TailUpdater, answer_etag
+from auditlog.services.writer import BatchWriter
 from auditlog.storage.events import EventFilter
-from auditlog.storage.tail import CacheUnavailable, TailSlice
+from auditlog.storage.tail import CacheUnavailable, TailCache, TailSlice
+from tests.unit.services.test_writer import FakeStore as WriterStore
+from tests.unit.services.test_writer import FakeStream
 
 
 def doc(seq: int) -> dict[str, Any]:
@@ -232,3 +236,41 @@ class TestFollowThroughOutages:
         store = FlakyStore([8, 9])
         stream = service(FakeCache(down=True), store, clock, follow_max_s=5).follow({}, "7")
         assert events_in(list(stream))[1:3] == [8, 9]
+
+
+class TestTailUpdater:
+    def test_a_cache_that_fails_is_counted_and_writing_goes_on(self):
+        class DownCache(TailCache):
+            def __init__(self) -> None:
+                pass
+
+            def record(self, stored: Any) -> None:
+                raise CacheUnavailable("connection refused")
+
+        def failures() -> float:
+            return REGISTRY.get_sample_value("auditlog_tail_update_failures_total") or 0.0
+
+        before = failures()
+        envelope = {"occurred_at": "t", "received_at": "t", "outcome": "success"}
+        stream = FakeStream([orjson.dumps(doc(n) | envelope) for n in range(3)])
+        clock = Clock()
+        writer = BatchWriter(
+            stream,  # type: ignore[arg-type]
+            WriterStore(),  # type: ignore[arg-type]
+            batch_max=10,
+            block_ms=1,
+            claim_idle_ms=1000,
+            max_attempts=3,
+            clock=clock,
+            sleep=clock.sleep,
+            on_commit=[TailUpdater(DownCache()).record_batch],
+        )
+
+        def one_more_round() -> bool:
+            clock.sleep(0.1)
+            return True
+
+        report = writer.drain("slot-0", deadline=clock.now + 0.5, keep_going=one_more_round)
+        assert report.stored == 3
+        assert stream.acked == ["0-0", "1-0", "2-0"]  # committed and acknowledged all the same
+        assert failures() == before + 1
