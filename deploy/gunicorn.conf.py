@@ -20,10 +20,15 @@ _metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 from prometheus_client import multiprocess  # noqa: E402 - needs the variable above
 
 # Measured (docs/DESIGN.md, "Serving"): gthread workers, so that nginx's upstream keepalive
-# reuses connections (sync workers close each one); two processes of four threads each.
+# reuses connections (sync workers close each one). Threads also keep long answers safe: a
+# sync worker only tells the arbiter it is alive between requests, so a follow or an export
+# longer than `timeout` would be killed mid-stream, while a gthread worker's main loop keeps
+# beating. Each long-lived answer holds one thread, bounded per process by
+# AUDITLOG_FOLLOW_MAX_PER_PROCESS (2) and AUDITLOG_EXPORT_MAX_PER_PROCESS (1): six threads
+# leave at least three for short requests.
 worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "6"))
 # A worker stuck longer than this is killed and replaced.
 timeout = 30
 # SIGTERM: stop accepting, finish the requests in hand (honcho kills after 5 s, docker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -12,11 +13,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
+from sqlalchemy import create_engine, text
 
+from auditlog.integrity.heads import HeadSigner
+from auditlog.integrity.merkle import Frontier, is_stored
 from auditlog.settings import FOREIGN, PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +218,210 @@ class TcpProxy:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: a real server in a test without picking a port."""
+
+    def __init__(self, path: Path, timeout: float = 30.0):
+        super().__init__("localhost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class ApiProcess:
+    """The API under gunicorn (deploy/gunicorn.conf.py) on a Unix socket of its own."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        *,
+        workers: int = 1,
+        threads: int = 4,
+        token: str | None = None,
+    ):
+        self.settings = settings
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.socket_path = log_dir / f"api-{settings.redis_prefix}.sock"
+        self.log_path = log_dir / f"api-{settings.redis_prefix}.log"
+        self.env = {
+            **settings_env(settings),
+            "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_THREADS": str(threads),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ApiProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    str(ROOT / "deploy" / "gunicorn.conf.py"),
+                    "-b",
+                    f"unix:{self.socket_path}",
+                    "auditlog.wsgi:app",
+                ],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(self._ready, timeout=30, what=f"gunicorn ready (log {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited: {self.log_path.read_text(errors='replace')}")
+        try:
+            status, _ = self.get("/healthz")
+        except OSError:
+            return False
+        return status == 200
+
+    def connection(self, timeout: float = 30.0) -> UnixHTTPConnection:
+        return UnixHTTPConnection(self.socket_path, timeout=timeout)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        conn = self.connection()
+        try:
+            conn.request("GET", path, headers={**self.headers, **(headers or {})})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def worker_pid(self) -> int:
+        """The one worker process (run with workers=1)."""
+        assert self.proc is not None
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        pids = [int(p) for p in out.stdout.split()]
+        assert len(pids) == 1, pids
+        return pids[0]
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, in KiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+class RedisServer:
+    """A throwaway redis-server on a Unix socket: a Redis the test may stop and start."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.socket_path = directory / "redis.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}?db=0"
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket_path),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        client = redis.Redis(unix_socket_path=str(self.socket_path))
+        wait_for(lambda: self._pings(client), timeout=10, what="redis-server up")
+        client.close()
+        return self
+
+    @staticmethod
+    def _pings(client: redis.Redis) -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        """SIGKILL: what a crash does, and it keeps nothing (no persistence)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def seal_tree(settings: Settings) -> int:
+    """Give a log loaded straight into `events` (bypassing the writer) the tree the writer
+    would have built over its stored leaf hashes: strata nodes and one signed head.
+
+    Returns the tree size. The writer then continues from that head.
+    """
+    engine = create_engine(settings.url_for("owner"))
+    frontier = Frontier()
+    nodes: list[tuple[int, int, bytes]] = []
+    try:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                text("SELECT seq, leaf_hash FROM events ORDER BY seq").execution_options(
+                    yield_per=10_000
+                )
+            )
+            for seq, leaf in rows:
+                assert seq == frontier.size, f"seq {frontier.size} missing"
+                nodes.extend(n for n in frontier.append(bytes(leaf)) if is_stored(n[0]))
+            for level, index, node in nodes:
+                conn.execute(
+                    text("INSERT INTO merkle_nodes VALUES (:l, :i, :h)"),
+                    {"l": level, "i": index, "h": node},
+                )
+            head = HeadSigner.from_file(settings.signing_key_path).sign(
+                frontier.size, frontier.root(), datetime.now(UTC)
+            )
+            conn.execute(
+                text("INSERT INTO tree_heads VALUES (:s, :r, :t, :g, :f)"),
+                {
+                    "s": head.tree_size,
+                    "r": head.root_hash,
+                    "t": head.timestamp,
+                    "g": head.signature,
+                    "f": b"".join(frontier.hashes()),
+                },
+            )
+    finally:
+        engine.dispose()
+    return frontier.size

@@ -23,6 +23,7 @@ from auditlog.controllers.keys import KeysResource
 from auditlog.controllers.metrics import MetricsResource, RequestMetrics
 from auditlog.controllers.middleware import Authentication, RequestContext
 from auditlog.controllers.stats import BucketsResource
+from auditlog.controllers.tail import ExportResource, TailResource
 from auditlog.metrics import Exposition, QueueCollector
 from auditlog.openapi import build_openapi
 from auditlog.runtime import ApiRuntime
@@ -114,6 +115,9 @@ def create_app(
         "/v1/events",
         EventsResource(runtime.ingest, runtime.queries, max_body_bytes=settings.max_body_bytes),
     )
+    # Literal segments win over {event_id}: these two are never taken for an id.
+    app.add_route("/v1/events/tail", TailResource(runtime.tail))
+    app.add_route("/v1/events/export", ExportResource(runtime.exports))
     app.add_route("/v1/events/{event_id}", EventResource(runtime.queries))
     app.add_route("/v1/stats/buckets", BucketsResource(runtime.queries))
     app.add_route("/v1/events/{event_id}/proof", InclusionProofResource(runtime.integrity))

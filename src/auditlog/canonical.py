@@ -20,6 +20,25 @@ _RFC3339 = re.compile(
 )
 
 
+# The fields of a stored event, in the order the API returns them.
+EVENT_FIELDS = (
+    "id",
+    "seq",
+    "type",
+    "service",
+    "occurred_at",
+    "received_at",
+    "publisher",
+    "actor",
+    "subject",
+    "action",
+    "outcome",
+    "context",
+    "data",
+    "leaf_hash",
+)
+
+
 def parse_timestamp(value: str) -> datetime:
     """Parse an RFC 3339 date-time with an offset into an aware UTC datetime.
 

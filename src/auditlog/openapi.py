@@ -15,7 +15,9 @@ from auditlog.services.envelope import (
     TYPE_PATTERN,
     EventIn,
 )
+from auditlog.services.export import FORMATS as EXPORT_FORMATS
 from auditlog.services.queries import DEFAULT_LIMIT, MAX_LIMIT
+from auditlog.services.tail import DEFAULT_TAIL_LIMIT as TAIL_DEFAULT_LIMIT
 from auditlog.settings import Settings
 from auditlog.storage.events import GROUP_KEYS
 
@@ -183,6 +185,18 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "properties": {
                 "events": {"type": "array", "items": _ref("StoredEvent")},
                 "next_cursor": _NULLABLE_STRING,
+            },
+            "additionalProperties": False,
+        },
+        "Tail": {
+            "type": "object",
+            "required": ["events"],
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "items": _ref("StoredEvent"),
+                    "description": "Newest first (descending seq).",
+                },
             },
             "additionalProperties": False,
         },
@@ -361,6 +375,44 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         _query("group_by", "Count per value of this field.", {"enum": list(GROUP_KEYS)}),
     ]
     bad_query = _error("A query parameter is unknown, repeated or malformed.")
+    tail_default = min(TAIL_DEFAULT_LIMIT, settings.tail_size)
+    tail_parameters = [
+        FILTERS[0],
+        FILTERS[1],
+        _query(
+            "limit",
+            f"How many of the newest events, 1 to {settings.tail_size} (the cache size). "
+            "Not with follow.",
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": settings.tail_size,
+                "default": tail_default,
+            },
+        ),
+        _query(
+            "follow",
+            "true: a Server-Sent Events stream of each matching event as it commits "
+            f"(id: its seq), ending after {settings.follow_max_s:g} s; reconnect with "
+            "Last-Event-ID to go on where it stopped.",
+            {"enum": ["true", "false"], "default": "false"},
+        ),
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": "With follow: resume after this seq, or after this event id.",
+            "schema": {"type": "string"},
+        },
+    ]
+    export_parameters = [
+        *FILTERS,
+        _query(
+            "format",
+            "ndjson (one event a line) or csv.",
+            {"enum": list(EXPORT_FORMATS), "default": "ndjson"},
+        ),
+    ]
     unavailable = _error(
         "A backend (PostgreSQL or Redis) does not answer, or the writers "
         "are behind; see Retry-After."
@@ -494,6 +546,60 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                     "operationId": "getPublicKey",
                     "summary": "The Ed25519 public key that signs tree heads (raw, base64).",
                     "responses": {"200": _json(_ref("PublicKey"), "The key.")},
+                },
+            },
+            "/v1/events/tail": {
+                "get": {
+                    "operationId": "tailEvents",
+                    "summary": "The most recently committed events, newest first (or follow them).",
+                    "parameters": tail_parameters,
+                    "responses": {
+                        "200": {
+                            "description": (
+                                "The newest matching events, each as getEvent returns it; "
+                                "with follow=true, an event stream. The ETag names the "
+                                "answer: send it back in If-None-Match to get 304 while "
+                                "it has not changed."
+                            ),
+                            "headers": {"ETag": {"schema": {"type": "string"}}},
+                            "content": {
+                                JSON: {"schema": _ref("Tail")},
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "304": {"description": "The answer is still the one the ETag names."},
+                        "400": bad_query,
+                        "503": _error(
+                            "The database does not answer and neither does the cache, or this "
+                            "process already serves its most followers; see Retry-After."
+                        ),
+                    },
+                },
+            },
+            "/v1/events/export": {
+                "get": {
+                    "operationId": "exportEvents",
+                    "summary": "Every matching event, oldest first (occurred_at, seq), streamed.",
+                    "parameters": export_parameters,
+                    "responses": {
+                        "200": {
+                            "description": (
+                                "A download (Content-Disposition: attachment). CSV flattens "
+                                "actor and subject into _id and _type columns and keeps "
+                                "objects (data, context, …) as JSON cells."
+                            ),
+                            "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                            "content": {
+                                media: {"schema": {"type": "string"}}
+                                for media in (fmt.media_type for fmt in EXPORT_FORMATS.values())
+                            },
+                        },
+                        "400": bad_query,
+                        "503": _error(
+                            "The database does not answer, or this process already runs its "
+                            "most exports; see Retry-After."
+                        ),
+                    },
                 },
             },
             "/v1/stats/buckets": {

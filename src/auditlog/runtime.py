@@ -12,9 +12,11 @@ from auditlog.metrics import TimedEventStore, record_batch
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import Authenticator, KeyAdmin
 from auditlog.services.envelope import Limits
+from auditlog.services.export import ExportService
 from auditlog.services.ingest import IngestService
 from auditlog.services.integrity import IntegrityService
 from auditlog.services.queries import QueryService
+from auditlog.services.tail import TailService, TailUpdater
 from auditlog.services.writer import BatchWriter
 from auditlog.settings import Settings, SettingsError
 from auditlog.storage.engine import create_role_engine
@@ -23,6 +25,7 @@ from auditlog.storage.keys import KeyStore
 from auditlog.storage.leases import SlotLeases
 from auditlog.storage.ratelimit import RateLimiter
 from auditlog.storage.stream import EventStream
+from auditlog.storage.tail import TailCache
 from auditlog.storage.tree import TreeStore
 
 
@@ -39,6 +42,10 @@ def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
 
 def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
     return EventStream(client, settings.key("events"), backlog_limit=settings.backlog_limit)
+
+
+def tail_cache(settings: Settings, client: redis.Redis) -> TailCache:
+    return TailCache(client, settings.key("tail"), size=settings.tail_size)
 
 
 def limits(settings: Settings) -> Limits:
@@ -82,6 +89,8 @@ class ApiRuntime:
     keys: KeyAdmin
     store: EventStore
     stream: EventStream
+    tail: TailService
+    exports: ExportService
 
     @classmethod
     def build(cls, settings: Settings) -> ApiRuntime:
@@ -99,6 +108,18 @@ class ApiRuntime:
             default_rate_per_s=settings.rate_limit_per_s,
             default_burst=settings.rate_limit_burst,
         )
+        # The tail has a client of its own: it gives up on Redis fast and reads the database.
+        cache = tail_cache(
+            settings, TailCache.client_for(settings.redis_url, settings.tail_timeout_s)
+        )
+        tail = TailService(
+            cache,
+            store,
+            follow_max_s=settings.follow_max_s,
+            follow_max_per_process=settings.follow_max_per_process,
+            follow_poll_s=settings.follow_poll_s,
+        )
+        exports = ExportService(store, max_per_process=settings.export_max_per_process)
         return cls(
             ingest=ingest,
             queries=QueryService(store),
@@ -108,12 +129,15 @@ class ApiRuntime:
             keys=KeyAdmin(keys),
             store=store,
             stream=stream,
+            tail=tail,
+            exports=exports,
         )
 
     def close(self) -> None:
         """Give back every connection (tests and shutdown hooks)."""
         self.store.close()
         self.stream.close()
+        self.tail.close()
 
 
 @dataclass
@@ -137,7 +161,9 @@ class WriterRuntime:
             block_ms=settings.writer_block_ms,
             claim_idle_ms=int(settings.writer_claim_idle_s * 1000),
             max_attempts=settings.writer_max_attempts,
-            on_commit=[record_batch],
+            # After each COMMIT: metrics, then the batch joins the tail cache (never
+            # before it is stored).
+            on_commit=[record_batch, TailUpdater(tail_cache(settings, client)).record_batch],
         )
         return cls(
             settings=settings, writer=writer, leases=cls.leases_for(settings, client), stream=stream

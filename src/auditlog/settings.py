@@ -96,6 +96,15 @@ class Settings(BaseModel):
     # itself reads (it must be set before the library is imported): None is one process.
     metrics_dir: Path | None = None
 
+    # The live tail (a cache in Redis kept by the writer) and the long-lived reads: follow
+    # (Server-Sent Events) and export. See docs/DESIGN.md, "Tail, follow, export".
+    tail_size: int = Field(default=1000, ge=1, le=100_000)  # events per cached tail
+    tail_timeout_s: float = Field(default=0.25, gt=0)  # a slower cache is skipped for the DB
+    follow_max_s: float = Field(default=300.0, gt=0)  # a follow stream ends after this
+    follow_max_per_process: int = Field(default=2, ge=1)  # more followers get 503
+    follow_poll_s: float = Field(default=0.25, gt=0)  # how often a follower looks for news
+    export_max_per_process: int = Field(default=1, ge=1)  # more exports get 503
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     migrations_dir: Path = Field(default_factory=_default_migrations_dir)

@@ -102,13 +102,23 @@ class Tokens:
     reader: str
 
 
-@pytest.fixture(scope="session")
+_SESSION_TOKENS: list[Tokens] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
 def tokens(settings: Settings) -> Tokens:
-    return Tokens(
+    made = Tokens(
         admin=create_key(settings, "test-admin", "admin"),
         billing_writer=create_key(settings, "billing-writer", "write", "billing"),
         reader=create_key(settings, "auditor", "read"),
     )
+    _SESSION_TOKENS.append(made)
+    return made
+
+
+def admin_client(app: Any) -> testing.TestClient:
+    """A client with the session's admin key, for apps built inside a test."""
+    return authorized(app, _SESSION_TOKENS[0].admin)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,14 @@ def check(document: dict[str, Any], path: str, method: str, result: testing.Resu
     status = str(result.status_code)
     assert status in operation["responses"], f"{method} {path} answered undocumented {status}"
     content = operation["responses"][status].get("content", {})
+    if not content:
+        assert result.content == b"", f"{method} {path} {status} has an undocumented body"
+        return
+    media_type = result.headers.get("content-type", "").split(";")[0]
+    documented = {name.split(";")[0] for name in content}
+    assert media_type in documented, f"{method} {path} {status} answered {media_type}"
+    if media_type != "application/json":
+        return
     schema = content["application/json"]["schema"]
     registry = Registry().with_resource(
         "urn:doc",
@@ -172,4 +180,32 @@ class TestIntegrityAnswersFit:
             "/v1/integrity/public-key",
             "GET",
             api.simulate_get("/v1/integrity/public-key"),
+        )
+
+    def test_tail_and_export_answers(self, api: testing.TestClient, document: dict[str, Any]):
+        tail = api.simulate_get("/v1/events/tail", params={"limit": 3})
+        check(document, "/v1/events/tail", "GET", tail)
+        check(
+            document,
+            "/v1/events/tail",
+            "GET",
+            api.simulate_get(
+                "/v1/events/tail",
+                params={"limit": 3},
+                headers={"If-None-Match": tail.headers["etag"]},
+            ),
+        )
+        check(document, "/v1/events/tail", "GET", api.simulate_get("/v1/events/tail?limit=0"))
+        for fmt in ("ndjson", "csv"):
+            check(
+                document,
+                "/v1/events/export",
+                "GET",
+                api.simulate_get("/v1/events/export", params={"format": fmt, "type": "none"}),
+            )
+        check(
+            document,
+            "/v1/events/export",
+            "GET",
+            api.simulate_get("/v1/events/export", params={"format": "xml"}),
         )

@@ -53,3 +53,13 @@ class TestFromEnv:
         settings = Settings.from_env({"PROMETHEUS_MULTIPROC_DIR": "/srv/metrics"})
         assert str(settings.metrics_dir) == "/srv/metrics"
         assert Settings.from_env({}).metrics_dir is None
+
+    def test_tail_and_stream_bounds(self):
+        settings = Settings.from_env(
+            {"AUDITLOG_TAIL_SIZE": "50", "AUDITLOG_FOLLOW_MAX_PER_PROCESS": "3"}
+        )
+        assert (settings.tail_size, settings.follow_max_per_process) == (50, 3)
+        with pytest.raises(SettingsError, match="AUDITLOG_TAIL_SIZE"):
+            Settings.from_env({"AUDITLOG_TAIL_SIZE": "0"})
+        with pytest.raises(SettingsError, match="AUDITLOG_FOLLOW_MAX_S"):
+            Settings.from_env({"AUDITLOG_FOLLOW_MAX_S": "0"})

@@ -127,7 +127,7 @@ def _timestamp(values: dict[str, str], name: str) -> datetime | None:
         raise InvalidQuery(name, str(exc)) from None
 
 
-def _filter(values: dict[str, str]) -> EventFilter:
+def event_filter(values: dict[str, str]) -> EventFilter:
     since, until = _timestamp(values, "since"), _timestamp(values, "until")
     if since is not None and until is not None and since >= until:
         raise InvalidQuery("since", "must be earlier than until (the range is [since, until))")
@@ -199,7 +199,7 @@ class QueryService:
 
     def list(self, params: Params) -> Page:
         values = single_values(params, LIST_PARAMS)
-        flt = _filter(values)
+        flt = event_filter(values)
         limit = self._limit(values)
         order = _order(values)
         query = _fingerprint(values)
@@ -238,7 +238,7 @@ class QueryService:
         for required in ("since", "until"):
             if required not in values:
                 raise InvalidQuery(required, "is required")
-        flt = _filter(values)
+        flt = event_filter(values)
         assert flt.since is not None
         assert flt.until is not None
         width_name = values.get("width", "1h")

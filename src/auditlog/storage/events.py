@@ -304,12 +304,57 @@ class EventStore:
         key = GROUP_KEYS[group_by] if group_by else literal(None)
         query = (
             select(start.label("start"), key.label("key"), func.count().label("n"))
-            .where(and_(*conditions(flt)))
+            .where(*conditions(flt))
             .group_by(text("1"), text("2"))
             .order_by(text("1"), text("2"))
         )
         with self._read() as conn:
             return [(row.start, row.key, row.n) for row in conn.execute(query)]
+
+    # --- tail and export --------------------------------------------------------------------
+    def newest(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+        """The `limit` matching events with the highest seq, newest first (the tail)."""
+        query = (
+            select(*_EVENT_COLUMNS)
+            .where(*conditions(flt))
+            .order_by(events.c.seq.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [stored_event(row) for row in conn.execute(query)]
+
+    def after(self, seq: int, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+        """The first `limit` matching events with a seq above `seq`, in seq order (follow)."""
+        query = (
+            select(*_EVENT_COLUMNS)
+            .where(*conditions(flt), events.c.seq > seq)
+            .order_by(events.c.seq.asc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [stored_event(row) for row in conn.execute(query)]
+
+    def export(self, flt: EventFilter, *, fetch_rows: int = 2000) -> Iterator[dict[str, Any]]:
+        """Every matching event in (occurred_at, seq) order, read through a server-side
+        cursor `fetch_rows` at a time: memory stays flat however many match.
+
+        One statement, so one snapshot. The connection is held until the iterator is
+        exhausted or closed.
+        """
+        query = (
+            select(*_EVENT_COLUMNS)
+            .where(*conditions(flt))
+            .order_by(events.c.occurred_at.asc(), events.c.seq.asc())
+        )
+        with self._read() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=fetch_rows).execute(
+                query
+            )
+            try:
+                for row in result:
+                    yield stored_event(row)
+            finally:
+                result.close()  # the server-side cursor, before its connection goes back
 
 
 def _tree_state(cur: psycopg.Cursor[Any]) -> tuple[Frontier, datetime]:
