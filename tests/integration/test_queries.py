@@ -10,6 +10,8 @@ import pytest
 from falcon import testing
 from sqlalchemy import Engine
 
+from auditlog.services.queries import can_count_hourly
+from auditlog.storage.events import EventFilter
 from tests import factories
 from tests.integration.conftest import post, wait_stored
 
@@ -326,3 +328,47 @@ class TestBuckets:
         result = api.simulate_get("/v1/stats/buckets", query_string=query)
         assert result.status_code == 400
         assert result.json["description"].startswith(f"{parameter}:")
+
+
+class TestHourlyCounts:
+    """The writer's hourly counts give exactly the answer a scan of the log gives."""
+
+    @pytest.mark.parametrize(
+        ("width", "group_by", "filters"),
+        [
+            (timedelta(hours=1), None, {}),
+            (timedelta(hours=6), "type", {}),
+            (timedelta(days=1), "outcome", {"type_prefix": "customer."}),
+            (timedelta(hours=2), "action", {"outcome": "failure"}),
+            (timedelta(hours=3), "service", {"action": "bill"}),
+        ],
+    )
+    def test_same_counts_as_the_log(
+        self,
+        runtime: Any,
+        corpus: dict[str, Any],
+        width: timedelta,
+        group_by: str | None,
+        filters: dict[str, Any],
+    ):
+        flt = EventFilter(
+            service=corpus["service"], since=DAY, until=DAY + timedelta(days=2), **filters
+        )
+        assert can_count_hourly(flt, width, group_by)
+        hourly = runtime.store.hourly_bucket_counts(flt, width, group_by)
+        scanned = runtime.store.bucket_counts(flt, width, group_by)
+        assert hourly == scanned
+        assert sum(n for _, _, n in hourly) > 0
+
+    def test_what_hours_cannot_answer_goes_to_the_log(self):
+        hour = timedelta(hours=1)
+        day = EventFilter(since=DAY, until=DAY + timedelta(days=1))
+        assert can_count_hourly(day, hour, "type")
+        assert not can_count_hourly(day, timedelta(minutes=30), None)
+        assert not can_count_hourly(day, hour, "actor_id")
+        assert not can_count_hourly(
+            EventFilter(since=DAY + timedelta(minutes=5), until=DAY + timedelta(days=1)), hour, None
+        )
+        assert not can_count_hourly(
+            EventFilter(since=DAY, until=DAY + hour, actor_id="a"), hour, None
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from auditlog.errors import Unavailable
 from auditlog.integrity.heads import HeadSigner, TreeHead
 from auditlog.integrity.merkle import Frontier, is_stored
 from auditlog.storage.batch import COPY_CHUNK, COPY_COLUMNS, COPY_SQL, PreparedEvent
-from auditlog.storage.schema import event_ids, events, tree_heads
+from auditlog.storage.schema import event_counts, event_ids, events, tree_heads
 from auditlog.storage.tree import TreeInconsistent, frontier_hashes
 
 log = structlog.get_logger("auditlog.store")
@@ -219,6 +220,7 @@ class EventStore:
             with cur.copy("COPY merkle_nodes (level, node_index, hash) FROM STDIN") as copy:
                 for node in nodes:
                     copy.write_row(node)
+        _count_hourly(cur, stored)
         head = signer.sign(frontier.size, frontier.root(), now)
         cur.execute(
             "INSERT INTO tree_heads (tree_size, root_hash, timestamp, signature, frontier)"
@@ -311,6 +313,37 @@ class EventStore:
         with self._read() as conn:
             return [(row.start, row.key, row.n) for row in conn.execute(query)]
 
+    def hourly_bucket_counts(
+        self, flt: EventFilter, width: timedelta, group_by: str | None
+    ) -> list[tuple[datetime, str | None, int]]:
+        """bucket_counts from the writer's hourly counts: the same answer when the range
+        starts and ends on whole hours, the width is whole hours and every filter and the
+        group are columns of event_counts (see `can_count_hourly`)."""
+        c = event_counts.c
+        start = func.time_bucket(literal(width), c.hour, literal(BUCKET_ORIGIN))
+        key: ColumnElement[Any] = literal(None)
+        if group_by in ("action", "publisher"):
+            key = func.nullif(c[group_by], "")
+        elif group_by:
+            key = c[group_by]
+        where: list[ColumnElement[bool]] = [c.hour >= flt.since, c.hour < flt.until]
+        for name in ("service", "type", "outcome"):
+            if getattr(flt, name) is not None:
+                where.append(c[name] == getattr(flt, name))
+        for name in ("action", "publisher"):
+            if getattr(flt, name) is not None:
+                where.append(c[name] == getattr(flt, name))
+        if flt.type_prefix:
+            where += [c.type >= flt.type_prefix, c.type < _prefix_upper_bound(flt.type_prefix)]
+        query = (
+            select(start.label("start"), key.label("key"), func.sum(c.n).label("n"))
+            .where(*where)
+            .group_by(text("1"), text("2"))
+            .order_by(text("1"), text("2"))
+        )
+        with self._read() as conn:
+            return [(row.start, row.key, int(row.n)) for row in conn.execute(query)]
+
     # --- tail and export --------------------------------------------------------------------
     def newest(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
         """The `limit` matching events with the highest seq, newest first (the tail)."""
@@ -355,6 +388,30 @@ class EventStore:
                     yield stored_event(row)
             finally:
                 result.close()  # the server-side cursor, before its connection goes back
+
+
+def _count_hourly(cur: psycopg.Cursor[Any], stored: list[dict[str, Any]]) -> None:
+    """Add the batch to the hourly counts, in its own transaction: they stay exact."""
+    counts = Counter(
+        (
+            d["occurred_at"][:13] + ":00:00Z",  # canonical form: the hour is a prefix
+            d["service"],
+            d["type"],
+            d["action"] or "",
+            d["outcome"],
+            d["publisher"] or "",
+        )
+        for d in stored
+    )
+    columns = list(zip(*((*key, n) for key, n in counts.items()), strict=True))
+    cur.execute(
+        "INSERT INTO event_counts (hour, service, type, action, outcome, publisher, n)"
+        " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[],"
+        " %s::text[], %s::text[], %s::bigint[])"
+        " ON CONFLICT (hour, service, type, action, outcome, publisher)"
+        " DO UPDATE SET n = event_counts.n + EXCLUDED.n",
+        [list(column) for column in columns],
+    )
 
 
 def _tree_state(cur: psycopg.Cursor[Any]) -> tuple[Frontier, datetime]:

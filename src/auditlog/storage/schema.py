@@ -133,3 +133,17 @@ api_keys = Table(
         name="api_keys_limits_check",
     ),
 )
+
+# Hourly counts (migration 0004), kept by the writer in each batch's transaction; derived
+# data for GET /v1/stats/buckets. Absent action and publisher are '' (a key cannot be NULL).
+event_counts = Table(
+    "event_counts",
+    metadata,
+    Column("hour", TIMESTAMP(timezone=True), primary_key=True),
+    Column("service", Text(collation="C"), primary_key=True),
+    Column("type", Text(collation="C"), primary_key=True),
+    Column("action", Text, primary_key=True),
+    Column("outcome", Text, primary_key=True),
+    Column("publisher", Text, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
