@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-unit lint fmt typecheck migrate clean
+.PHONY: help setup run test test-unit lint fmt typecheck migrate clean bench
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,13 @@ run: setup  ## Set up, then start the whole topology in the foreground (Ctrl-C s
 test:  ## Set up, then run the whole suite against the real stack
 	SKIP_DB_SETUP=1 bash scripts/setup.sh
 	$(BIN)/pytest
+
+bench:  ## Measure against the limits and a naive peer (~30 min); writes docs/benchmarks.md
+	SKIP_DB_SETUP=1 bash scripts/setup.sh
+	$(BIN)/pip install -q -e '.[serve,dev,bench]'
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	cd bench && npm install --no-audit --no-fund --silent
+	$(BIN)/python bench/run.py
 
 test-unit:  ## Only the fast unit tests (no services needed)
 	$(BIN)/pytest tests/unit

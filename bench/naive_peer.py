@@ -31,8 +31,11 @@ def pool() -> ConnectionPool:
     global _pool  # noqa: PLW0603 - one pool per gunicorn worker, made after the fork
     if _pool is None:
         _pool = ConnectionPool(
-            os.environ["BENCH_DATABASE_URL"], min_size=1, max_size=8,
-            kwargs={"autocommit": True}, open=True,
+            os.environ["BENCH_DATABASE_URL"],
+            min_size=1,
+            max_size=8,
+            kwargs={"autocommit": True},
+            open=True,
         )
     return _pool
 
@@ -46,13 +49,23 @@ def post_event():  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
     data = json.dumps(event.get("data") or {})
     with pool().connection() as conn:
-        conn.execute(INSERT, (
-            event["occurred_at"], event_id, now, event["type"], event["service"],
-            event.get("action"), event.get("outcome", "unknown"),
-            json.dumps(event.get("actor")), json.dumps(event.get("subject")),
-            json.dumps(event.get("context")), data,
-            hashlib.sha256(data.encode()).digest(),
-        ))
+        conn.execute(
+            INSERT,
+            (
+                event["occurred_at"],
+                event_id,
+                now,
+                event["type"],
+                event["service"],
+                event.get("action"),
+                event.get("outcome", "unknown"),
+                json.dumps(event.get("actor")),
+                json.dumps(event.get("subject")),
+                json.dumps(event.get("context")),
+                data,
+                hashlib.sha256(data.encode()).digest(),
+            ),
+        )
     return jsonify(id=event_id), 201
 
 

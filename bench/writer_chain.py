@@ -1,9 +1,8 @@
 """The integrity chain's cost on the write path: chained writer vs. the same writer without it.
 
-Two throwaway databases on the local PostgreSQL: one at migration 0001 (the core schema, no
-integrity chain) written by the same transaction minus the chain (lock, dedupe, number,
-COPY), one at head written by `EventStore.write` (plus leaf hashes, tree nodes and a signed
-head).
+Two throwaway databases with the same schema: one written by the writer's transaction
+without the chain (lock, dedupe, number, COPY, hourly counts; zeros for leaf hashes), one by
+`EventStore.write` (the same plus leaf hashes, tree strata, the frontier and a signed head).
 Same events, same batch size, alternating rounds so both see the same machine.
 
     .venv/bin/python bench/writer_chain.py [--events 100000] [--batch 2000] [--rounds 3]
@@ -20,24 +19,25 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from alembic import command
 from sqlalchemy import create_engine
 
-from auditlog.cli import alembic_config, drop_database, migrate, setup_database
+from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner, generate_key
 from auditlog.settings import Settings
 from auditlog.storage.batch import COPY_CHUNK, COPY_SQL, PreparedEvent
-from auditlog.storage.events import WRITE_LOCK_KEY, EventStore
+from auditlog.storage.events import WRITE_LOCK_KEY, EventStore, count_hourly
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests import factories
 
-UNCHAINED_COPY = COPY_SQL.replace(", leaf_hash)", ")")
+ZERO_LEAF = bytes(32)
 
 
-def unchained_write(engine: Any, batch: list[dict[str, Any]]) -> None:
+def unchained_write(engine: Any, batch: list[dict[str, Any]], *, counts: bool = False) -> None:
     """The write transaction without the chain: lock, dedupe, number, COPY (the same
-    prepared rows and COPY lines as the product, minus the leaf hash, nodes and head)."""
+    prepared rows and COPY lines as the product; the leaf hash column gets zeros, and no
+    tree nodes or head are written). With counts, the hourly counts are kept as the product
+    keeps them, so that the difference to `EventStore.write` is the chain alone."""
     prepared = [PreparedEvent.of(event) for event in batch]
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
@@ -52,17 +52,21 @@ def unchained_write(engine: Any, batch: list[dict[str, Any]]) -> None:
             cur.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
             last = cur.fetchone()
             seq = 0 if last is None else last[0] + 1
-            with cur.copy(UNCHAINED_COPY) as copy:
+            stored = []
+            with cur.copy(COPY_SQL) as copy:
                 lines = []
                 for event in prepared:
                     if event.id in new:
                         new.discard(event.id)
-                        lines.append(f"{event.copy_head}{seq}{event.copy_tail[:-4]}\n")
+                        lines.append(event.place(seq, ZERO_LEAF))
+                        stored.append(event.document)
                         seq += 1
                         if len(lines) == COPY_CHUNK:
                             copy.write("".join(lines))
                             lines.clear()
                 copy.write("".join(lines))
+            if counts:
+                count_hourly(cur, stored)
 
 
 def stored_form(event: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +90,7 @@ def main() -> None:
     results: dict[str, list[float]] = {"unchained": [], "chained": []}
     try:
         setup_database(plain)
-        command.upgrade(alembic_config(plain), "0001")
+        migrate(plain)
         setup_database(chained)
         migrate(chained)
         plain_engine = create_engine(plain.url_for("writer"))
@@ -101,7 +105,7 @@ def main() -> None:
                     if name == "chained":
                         store.write(batch)
                     else:
-                        unchained_write(plain_engine, batch)
+                        unchained_write(plain_engine, batch, counts=True)
                 results[name].append(args.events / (time.perf_counter() - started))
         plain_engine.dispose()
         chain_engine.dispose()

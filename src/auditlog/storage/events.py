@@ -220,7 +220,7 @@ class EventStore:
             with cur.copy("COPY merkle_nodes (level, node_index, hash) FROM STDIN") as copy:
                 for node in nodes:
                     copy.write_row(node)
-        _count_hourly(cur, stored)
+        count_hourly(cur, stored)
         head = signer.sign(frontier.size, frontier.root(), now)
         cur.execute(
             "INSERT INTO tree_heads (tree_size, root_hash, timestamp, signature, frontier)"
@@ -390,7 +390,7 @@ class EventStore:
                 result.close()  # the server-side cursor, before its connection goes back
 
 
-def _count_hourly(cur: psycopg.Cursor[Any], stored: list[dict[str, Any]]) -> None:
+def count_hourly(cur: psycopg.Cursor[Any], stored: list[dict[str, Any]]) -> None:
     """Add the batch to the hourly counts, in its own transaction: they stay exact."""
     counts = Counter(
         (

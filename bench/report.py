@@ -1,0 +1,305 @@
+"""docs/benchmarks.md and its plots from one run's results (bench/results/latest.json).
+
+.venv/bin/python -m bench.report   # re-render from the last results
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _check(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _miss(value: float, target: float, higher_is_better: bool = True) -> str:
+    ok = value >= target if higher_is_better else value <= target
+    if ok:
+        return "met"
+    gap = (target - value) / target if higher_is_better else (value - target) / target
+    return f"**missed by {gap:.0%}**"
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(target, figure, ratio or value, verdict) rows."""
+    rows = []
+    db = r["database_limit"]["copy_dedupe"]
+    batch = r["batch_ingest"]["events_per_s"]
+    rows.append(
+        (
+            "batch ingest ≥ 50 % of the database limit",
+            f"{batch:,.0f} vs {db:,.0f} events/s",
+            f"{batch / db:.0%}",
+            _miss(batch / db, 0.5),
+        )
+    )
+    single = r["single_ingest"]["saturated"]["rate"]
+    peer = r["naive_peer"]["rate"]
+    http = r["http_limit"]["rate"]
+    rows.append(
+        (
+            "single-event ingest ≥ 2× the naive peer",
+            f"{single:,.0f} vs {peer:,.0f} requests/s",
+            f"{single / peer:.2f}×",
+            _miss(single / peer, 2.0),
+        )
+    )
+    rows.append(
+        (
+            "single-event ingest ≥ 60 % of the HTTP limit",
+            f"{single:,.0f} vs {http:,.0f} requests/s",
+            f"{single / http:.0%}",
+            _miss(single / http, 0.6),
+        )
+    )
+    half = r["single_ingest"]["half_load"]
+    rows.append(
+        (
+            "p99 of the 202 ≤ 25 ms at half load",
+            f"{half['p99_ms']:.1f} ms",
+            f"at {half['rate']:,.0f} requests/s",
+            _miss(half["p99_ms"], 25, False),
+        )
+    )
+    lag = r["lag"]
+    rows.append(
+        (
+            "lag p99 ≤ 1 s at half load",
+            f"{lag['p99_ms']:.0f} ms",
+            f"p50 {lag['p50_ms']:.0f} ms",
+            _miss(lag["p99_ms"], 1000, False),
+        )
+    )
+    q = r["queries"]
+    size = r["large_log"]["events"]
+    rows.append(
+        (
+            f"get-by-id p99 ≤ 10 ms ({size:,} events)",
+            f"{q['get_by_id']['p99_ms']:.1f} ms",
+            f"p50 {q['get_by_id']['p50_ms']:.1f} ms",
+            _miss(q["get_by_id"]["p99_ms"], 10, False),
+        )
+    )
+    rows.append(
+        (
+            "filtered page p99 ≤ 50 ms",
+            f"{q['filtered_page']['p99_ms']:.1f} ms",
+            f"p50 {q['filtered_page']['p50_ms']:.1f} ms",
+            _miss(q["filtered_page"]["p99_ms"], 50, False),
+        )
+    )
+    first, hundredth = q["first_page"]["p50_ms"], q["page_100"]["p50_ms"]
+    rows.append(
+        (
+            "the 100th page as fast as the first",
+            f"{hundredth:.1f} vs {first:.1f} ms",
+            f"{hundredth / first:.2f}×",
+            _check(hundredth <= first * 1.5 + 2),
+        )
+    )
+    b = q["buckets_30d_hourly_by_type"]
+    rows.append(
+        (
+            "30 days of hourly buckets ≤ 500 ms",
+            f"{b['p99_ms']:.1f} ms (p99)",
+            f"p50 {b['p50_ms']:.1f} ms",
+            _miss(b["p99_ms"], 500, False),
+        )
+    )
+    f = r["footprint"]
+    rows.append(
+        (
+            "disk per event ≤ 2.5× its JSON size",
+            f"{f['bytes_per_event']:,.0f} vs {f['json_bytes_per_event']:,.0f} bytes",
+            f"{f['ratio']:.2f}×",
+            _miss(f["ratio"], 2.5, False),
+        )
+    )
+    rss = max(r["rss_after_ingest"]["api_worker"], r["rss_after_queries"]["api_worker"])
+    rows.append(
+        ("API worker RSS ≤ 150 MB", f"{rss:.0f} MiB", "peak (VmHWM)", _miss(rss, 150, False))
+    )
+    s = r["soak"]
+    growth = s["pool_rss_last_mib"] - s["pool_rss_first_mib"]
+    rows.append(
+        (
+            f"worker RSS flat over a {s['seconds'] // 60}-minute soak",
+            f"{s['pool_rss_first_mib']:.0f} → {s['pool_rss_last_mib']:.0f} MiB",
+            f"{growth:+.1f} MiB",
+            _check(abs(growth) < 10),
+        )
+    )
+    return rows
+
+
+def _plots(r: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib  # noqa: PLC0415 - only the report needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    bars = {
+        "database limit\n(COPY + dedupe)": r["database_limit"]["copy_dedupe"],
+        "writer transaction\n(+ tree, head, counts)": r["database_limit"]["writer_transaction"],
+        "auditlog end to end\n(HTTP → commit)": r["batch_ingest"]["events_per_s"],
+    }
+    left.bar(list(bars), list(bars.values()), color=["#999", "#69c", "#36c"])
+    left.set_title("Batch ingest (events/s)")
+    bars = {
+        "HTTP limit\n(bare Falcon)": r["http_limit"]["rate"],
+        "naive peer\n(Flask, INSERT)": r["naive_peer"]["rate"],
+        "auditlog": r["single_ingest"]["saturated"]["rate"],
+    }
+    right.bar(list(bars), list(bars.values()), color=["#999", "#c66", "#36c"])
+    right.set_title("Single-event ingest (requests/s)")
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+    names.append("throughput.png")
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    q = r["queries"]
+    labels = list(q)
+    ax.bar(
+        [x - 0.2 for x in range(len(labels))], [q[k]["p50_ms"] for k in labels], 0.4, label="p50"
+    )
+    ax.bar(
+        [x + 0.2 for x in range(len(labels))], [q[k]["p99_ms"] for k in labels], 0.4, label="p99"
+    )
+    ax.set_xticks(
+        range(len(labels)), [k.replace("_", " ") for k in labels], rotation=15, fontsize=8
+    )
+    ax.set_ylabel("ms")
+    ax.set_title(f"Queries through nginx on {r['large_log']['events']:,} events")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "queries.png", dpi=110)
+    plt.close(fig)
+    names.append("queries.png")
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    samples = r["soak"]["samples"]
+    ax.plot([s[0] for s in samples], [s[2] for s in samples], label="pool process")
+    ax.plot([s[0] for s in samples], [s[1] for s in samples], label="main process")
+    ax.set_xlabel("s")
+    ax.set_ylabel("RSS (MiB)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Celery worker memory under steady load")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "soak.png", dpi=110)
+    plt.close(fig)
+    names.append("soak.png")
+    return names
+
+
+def write(r: dict[str, Any], docs: Path) -> None:
+    plots = _plots(r, docs / "benchmarks")
+    env = r["environment"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"One run of `make bench` ({r['started'][:19]} to {r['finished'][:19]} UTC). Every "
+        "figure below comes from that run; the raw data is `bench/results/latest.json`. The "
+        f"servers (PostgreSQL, Redis, nginx, two gunicorn instances, the Celery worker) and "
+        f"the load generators all share the same {env['cores']} cores, unpinned: the "
+        "ratios are the result, the absolute numbers are context.",
+        "",
+        "## Targets",
+        "",
+        "| target | figures | ratio | verdict |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(r)]
+    db = r["database_limit"]
+    lines += [
+        "",
+        *(f"![{name}](benchmarks/{name})" for name in plots),
+        "",
+        "## What was measured",
+        "",
+        "| # | what | how | result |",
+        "|---|---|---|---|",
+        f"| 1 | database limit | `EventStore`-style COPY with dedupe (event_ids) into the same "
+        f"hypertable, same indexes, {db['events']:,} events in batches of 2,000, one "
+        f"connection, no HTTP, no queue | {db['copy_dedupe']:,.0f} events/s; with the "
+        f"writer's whole transaction (leaf hashes, tree, signed head, hourly counts) "
+        f"{db['writer_transaction']:,.0f} events/s |",
+        f"| 2 | HTTP limit | `bench/bare_app.py` (Falcon, 202), same gunicorn config, same "
+        f"nginx | {r['http_limit']['rate']:,.0f} requests/s, p99 {r['http_limit']['p99_ms']:.1f}"
+        " ms |",
+        f"| 3 | naive peer | `bench/naive_peer.py` (Flask, one INSERT per request, autocommit) | "
+        f"{r['naive_peer']['rate']:,.0f} requests/s, p99 {r['naive_peer']['p99_ms']:.1f} ms |",
+        f"| 4 | batch ingest | arrays of 500 through nginx, 4 connections, "
+        f"{r['batch_ingest']['seconds']:.0f} s, counted to the last row committed | "
+        f"{r['batch_ingest']['events_per_s']:,.0f} events/s "
+        f"({r['batch_ingest']['events_accepted']:,} events) |",
+        f"| 5 | single-event ingest | 32 connections (saturation), then autocannon at half of "
+        f"it | {r['single_ingest']['saturated']['rate']:,.0f} requests/s; at "
+        f"{r['single_ingest']['half_load']['rate']:,.0f}/s the 202 takes p50 "
+        f"{r['single_ingest']['half_load']['p50_ms']:.1f} ms, p99 "
+        f"{r['single_ingest']['half_load']['p99_ms']:.1f} ms |",
+        f"| 6 | lag | a probe posts an event every 100 ms during the half-load run and polls "
+        f"the database for it | p50 {r['lag']['p50_ms']:.0f} ms, p99 {r['lag']['p99_ms']:.0f} "
+        f"ms ({r['lag']['samples']} probes) |",
+    ]
+    q = r["queries"]
+    lines += [
+        f"| 7 | queries | {r['large_log']['events']:,} events loaded by SQL (`bench/loader.py`), "
+        "then through nginx: get-by-id, a page filtered by service + type prefix + one day, "
+        "the 1st and 100th page of a cursor walk, 30 days of hourly buckets by type | "
+        + "; ".join(
+            f"{k.replace('_', ' ')} p50 {v['p50_ms']:.1f} / p99 {v['p99_ms']:.1f} ms"
+            for k, v in q.items()
+        )
+        + " |",
+        f"| 8 | footprint | table + indexes of events, event_ids, merkle_nodes, tree_heads over "
+        f"the events; JSON = the API's answer for a sample | "
+        f"{r['footprint']['bytes_per_event']:,.0f} bytes/event vs "
+        f"{r['footprint']['json_bytes_per_event']:,.0f} bytes of JSON "
+        f"({r['footprint']['ratio']:.2f}×) |",
+        "",
+        "Peak RSS (MiB, VmHWM) of each kind of process:",
+        "",
+        "| process | after ingest | after queries |",
+        "|---|---|---|",
+    ]
+    for kind in r["rss_after_ingest"]:
+        lines.append(
+            f"| {kind} | {r['rss_after_ingest'][kind]} | {r['rss_after_queries'].get(kind, '-')} |"
+        )
+    lines += [
+        "",
+        "## Commands",
+        "",
+        "```",
+        " ".join(r["http_limit"]["command"]),
+        " ".join(r["batch_ingest"]["command"]),
+        " ".join(r["single_ingest"]["saturated"]["command"]),
+        " ".join(r["single_ingest"]["half_load"]["command"]),
+        "```",
+        "",
+        "## Environment",
+        "",
+        *(f"- {k}: {v}" for k, v in env.items()),
+        "",
+    ]
+    if r.get("notes"):
+        lines += ["## Notes", "", *r["notes"], ""]
+    (docs / "benchmarks.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    results = orjson.loads((ROOT / "bench" / "results" / "latest.json").read_bytes())
+    write(results, ROOT / "docs")
+    sys.exit(0)

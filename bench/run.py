@@ -1,0 +1,645 @@
+"""`make bench`: auditlog against its limits and a naive peer, in one run on one machine.
+
+Writes docs/benchmarks.md (tables, ratios, commands, versions), docs/benchmarks/*.png and
+bench/results/latest.json. Every server and load generator shares the machine's cores (no
+pinning): the ratios are the result, the absolute figures are context.
+
+    .venv/bin/python bench/run.py [--quick]
+
+Environment: BENCH_LARGE_EVENTS (10,000,000), BENCH_SOAK_S (600), BENCH_DURATION_S (30).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import orjson
+import requests
+from alembic import command
+from sqlalchemy import Engine, create_engine, text
+from tests import factories
+from tests.helpers import WorkerProcess, clear_redis, seal_tree, wait_for
+from tests.topology import ApiInstance, NginxProcess
+
+from auditlog.cli import alembic_config, drop_database, migrate, setup_database
+from auditlog.integrity.heads import HeadSigner, generate_key
+from auditlog.services.auth import KeyAdmin
+from auditlog.settings import Settings
+from auditlog.storage.events import EventStore
+from auditlog.storage.keys import KeyStore
+from bench import loader, report, tools
+from bench.writer_chain import stored_form, unchained_write
+
+RESULTS = ROOT / "bench" / "results"
+LOGS = Path(tempfile.mkdtemp(prefix="auditlog-bench-"))
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+@dataclass
+class Run:
+    settings: Settings
+    token: str
+    quick: bool
+    duration: int
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"}
+
+
+class App(ApiInstance):
+    """A gunicorn instance of another WSGI target (the bare app, the naive peer)."""
+
+    def __init__(self, settings: Settings, name: str, target: str, env: dict[str, str]):
+        super().__init__(settings, LOGS, name)
+        self.target = target
+        self.extra_env = env
+
+    def command(self) -> list[str]:
+        return [*super().command()[:-1], self.target]
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), **self.extra_env, "PYTHONPATH": str(ROOT)}
+
+
+@contextmanager
+def topology(
+    settings: Settings,
+    target: str = "auditlog.wsgi:app",
+    *,
+    worker: bool = True,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[NginxProcess, list[Any]]]:
+    """nginx over two gunicorn instances (deploy/ as `make run` uses it) and a worker."""
+    apis: list[Any] = [
+        App(settings, f"{target.split(':', maxsplit=1)[0]}-{n}", target, env or {}) for n in (1, 2)
+    ]
+    for api in apis:
+        api.metrics_dir = LOGS / f"metrics-{api.name}-{uuid.uuid4().hex[:6]}"
+    processes: list[Any] = list(apis)
+    if worker:
+        processes.append(WorkerProcess(settings, LOGS, name="bench-worker"))
+    nginx = NginxProcess(settings, [api.address for api in apis], "127.0.0.1:9", LOGS)
+    processes.append(nginx)
+    started: list[Any] = []
+    try:
+        for process in processes:
+            process.start()
+            started.append(process)
+        yield nginx, processes
+    finally:
+        for process in reversed(started):
+            process.stop()
+        nginx.remove()
+
+
+def event_body(count: int) -> bytes:
+    """A request body of `count` events without ids (the server assigns them): reusable."""
+    now = datetime.now(UTC)
+    events = [
+        factories.event(drop=("id",), occurred_at=factories.timestamp(now)) for _ in range(count)
+    ]
+    return orjson.dumps(events if count > 1 else events[0])
+
+
+def stored_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(text("SELECT tree_size FROM tree_heads ORDER BY tree_size DESC LIMIT 1"))
+            or 0
+        )
+
+
+def settle(engine: Engine, run: Run, label: str) -> None:
+    """Wait until the writers have caught up (the stream is empty)."""
+    import redis  # noqa: PLC0415 - bench only
+
+    client = redis.Redis.from_url(run.settings.redis_url)
+    key = run.settings.key("events")
+    wait_for(lambda: client.xlen(key) == 0, timeout=600, interval=0.2, what=f"{label} drained")
+    client.close()
+
+
+# --- 1. the database limit ------------------------------------------------------------------
+def database_limit(run: Run) -> None:
+    say("1. database limit: bulk insert with dedupe, no HTTP, no queue")
+    events = 50_000 if run.quick else 200_000
+    plain = Settings.from_env(
+        database_url="postgresql://127.0.0.1:5432/auditlog_bench_plain",
+        signing_key_path=run.settings.signing_key_path,
+    )
+    chained = Settings.from_env(
+        database_url="postgresql://127.0.0.1:5432/auditlog_bench_chain",
+        signing_key_path=run.settings.signing_key_path,
+    )
+    for s in (plain, chained):
+        drop_database(s)
+        setup_database(s)
+    command.upgrade(alembic_config(plain), "0004")
+    migrate(chained)
+    out: dict[str, Any] = {}
+    plain_engine = create_engine(plain.url_for("writer"))
+    chain_engine = create_engine(chained.url_for("writer"))
+    store = EventStore(chain_engine, chain_engine, HeadSigner.from_file(key_path(run)))
+    try:
+        for name, write in (
+            ("copy_dedupe", lambda b: unchained_write(plain_engine, b)),
+            ("writer_transaction", store.write),
+        ):
+            batch = [stored_form(e) for e in factories.events(events)]
+            started = time.perf_counter()
+            for i in range(0, len(batch), 2000):
+                write(batch[i : i + 2000])
+            out[name] = events / (time.perf_counter() - started)
+            say(f"   {name}: {out[name]:,.0f} events/s")
+    finally:
+        plain_engine.dispose()
+        chain_engine.dispose()
+        for s in (plain, chained):
+            drop_database(s)
+    out["events"] = events
+    run.results["database_limit"] = out
+
+
+def key_path(run: Run) -> Path:
+    return run.settings.signing_key_path
+
+
+# --- 2. the HTTP limit and 3. the naive peer ------------------------------------------------
+def http_limit(run: Run) -> None:
+    say("2. HTTP limit: a bare Falcon app answering 202, same gunicorn, same nginx")
+    body = event_body(1)
+    with topology(run.settings, "bench.bare_app:app", worker=False) as (nginx, _):
+        tools.wrk(nginx.url("/v1/events"), body, connections=32, seconds=3, headers=run.headers)
+        result = tools.wrk(
+            nginx.url("/v1/events"), body, connections=32, seconds=run.duration, headers=run.headers
+        )
+    say(f"   {result.rate:,.0f} requests/s, p99 {result.p99_ms:.1f} ms")
+    run.results["http_limit"] = result.as_dict()
+
+
+def naive_peer(run: Run) -> None:
+    say("3. naive peer: Flask under gunicorn, one INSERT per request")
+    peer = Settings.from_env(
+        database_url="postgresql://127.0.0.1:5432/auditlog_bench_naive",
+        signing_key_path=run.settings.signing_key_path,
+    )
+    drop_database(peer)
+    setup_database(peer)
+    migrate(peer)
+    owner = create_engine(peer.url_for("owner"))
+    with owner.begin() as conn:
+        conn.execute(text("CREATE SEQUENCE bench_naive_seq"))
+    owner.dispose()
+    url = peer.url_for("owner").render_as_string(hide_password=False).replace("+psycopg", "")
+    body = event_body(1)
+    try:
+        with topology(
+            run.settings, "bench.naive_peer:app", worker=False, env={"BENCH_DATABASE_URL": url}
+        ) as (nginx, _):
+            tools.wrk(nginx.url("/v1/events"), body, connections=32, seconds=3, headers=run.headers)
+            result = tools.wrk(
+                nginx.url("/v1/events"),
+                body,
+                connections=32,
+                seconds=run.duration,
+                headers=run.headers,
+            )
+    finally:
+        drop_database(peer)
+    say(f"   {result.rate:,.0f} requests/s, p99 {result.p99_ms:.1f} ms")
+    run.results["naive_peer"] = result.as_dict()
+
+
+# --- 4-6. auditlog ingest, end to end -------------------------------------------------------
+def ingest(run: Run, engine: Engine) -> None:
+    with topology(run.settings) as (nginx, processes):
+        url = nginx.url("/v1/events")
+        tools.wrk(url, event_body(1), connections=8, seconds=3, headers=run.headers)
+        settle(engine, run, "warm-up")
+
+        say(
+            "4. auditlog batch ingest: arrays of 500 through nginx, 4 clients, "
+            f"{run.duration} s, to the last row committed"
+        )
+        before = stored_count(engine)
+        started = time.perf_counter()
+        batch = tools.wrk(
+            url, event_body(500), connections=4, seconds=run.duration, headers=run.headers
+        )
+        accepted = (batch.requests - batch.errors) * 500
+        wait_for(
+            lambda: stored_count(engine) - before >= accepted,
+            timeout=900,
+            interval=0.05,
+            what="every accepted event committed",
+        )
+        elapsed = time.perf_counter() - started
+        stored = stored_count(engine) - before
+        run.results["batch_ingest"] = {
+            **batch.as_dict(),
+            "events_accepted": accepted,
+            "events_stored": stored,
+            "seconds_to_last_commit": elapsed,
+            "events_per_s": accepted / elapsed,
+        }
+        say(
+            f"   {accepted / elapsed:,.0f} events/s ({accepted:,} in {elapsed:.1f} s; "
+            f"202s stopped at {batch.seconds:.1f} s)"
+        )
+        settle(engine, run, "batch ingest")
+
+        say("5. auditlog single-event ingest: saturation, then half of it")
+        saturated = tools.wrk(
+            url, event_body(1), connections=32, seconds=run.duration, headers=run.headers
+        )
+        say(f"   saturation: {saturated.rate:,.0f} requests/s")
+        settle(engine, run, "saturation")
+        probe = LagProbe(nginx.url("/v1/events"), run, engine)
+        probe.start()
+        half = tools.autocannon(
+            url,
+            event_body(1),
+            rate=saturated.rate / 2,
+            connections=16,
+            seconds=run.duration,
+            headers=run.headers,
+        )
+        lags = probe.stop()
+        say(
+            f"   half load {half.rate:,.0f} requests/s: 202 p50 {half.p50_ms:.1f} ms, "
+            f"p99 {half.p99_ms:.1f} ms"
+        )
+        run.results["single_ingest"] = {
+            "saturated": saturated.as_dict(),
+            "half_load": half.as_dict(),
+        }
+        say("6. lag from 202 to queryable, at half load")
+        run.results["lag"] = {
+            "samples": len(lags),
+            "p50_ms": percentile(lags, 50),
+            "p99_ms": percentile(lags, 99),
+            "max_ms": max(lags),
+        }
+        say(
+            f"   p50 {percentile(lags, 50):.0f} ms, p99 {percentile(lags, 99):.0f} ms "
+            f"({len(lags)} probes)"
+        )
+        settle(engine, run, "half load")
+        run.results["rss_after_ingest"] = rss_by_kind(processes)
+
+
+class LagProbe:
+    """Posts a marked event every 100 ms and times it from its 202 to its row in the log."""
+
+    def __init__(self, url: str, run: Run, engine: Engine):
+        self._url, self._run, self._engine = url, run, engine
+        self._stop = threading.Event()
+        self._acked: dict[str, float] = {}
+        self._lags: list[float] = []
+        self._threads = [threading.Thread(target=self._post), threading.Thread(target=self._poll)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        return self._lags
+
+    def _post(self) -> None:
+        with requests.Session() as http:
+            while not self._stop.wait(0.1):
+                event = factories.event()
+                answer = http.post(
+                    self._url, data=orjson.dumps(event), headers=self._run.headers, timeout=10
+                )
+                if answer.status_code == 202:
+                    self._acked[event["id"]] = time.perf_counter()
+
+    def _poll(self) -> None:
+        with self._engine.connect() as conn:
+            while not self._stop.is_set() or self._acked:
+                pending = list(self._acked)
+                if pending:
+                    rows = conn.execute(
+                        text("SELECT id::text FROM event_ids WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                        {"ids": pending},
+                    )
+                    now = time.perf_counter()
+                    for (found,) in rows:
+                        self._lags.append((now - self._acked.pop(found)) * 1000)
+                    conn.commit()
+                time.sleep(0.005)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def rss_by_kind(processes: list[Any]) -> dict[str, float]:
+    """Peak RSS (MiB) of each kind of process, read from /proc (VmHWM)."""
+    kinds: dict[str, list[int]] = {
+        "api_worker": [],
+        "api_master": [],
+        "celery_main": [],
+        "celery_pool": [],
+        "nginx": [],
+    }
+    for process in processes:
+        pid = process.proc.pid if process.proc else None
+        if pid is None:
+            continue
+        if isinstance(process, WorkerProcess):
+            kinds["celery_main"].append(pid)
+            kinds["celery_pool"] += tools.children(pid)
+        elif isinstance(process, NginxProcess):
+            kinds["nginx"] += [pid, *tools.children(pid)]
+        else:
+            kinds["api_master"].append(pid)
+            kinds["api_worker"] += tools.children(pid)
+    return {kind: round(tools.peak_rss_mib(pids), 1) for kind, pids in kinds.items()}
+
+
+# --- 7-8. queries on a large log, footprint -------------------------------------------------
+def large_log(run: Run, engine: Engine) -> None:
+    events = 300_000 if run.quick else int(os.environ.get("BENCH_LARGE_EVENTS", "10000000"))
+    say(f"7. queries on a large log: loading {events:,} events (SQL, no API)")
+    timings = loader.load(run.settings, events, say=say)
+    started = time.perf_counter()
+    size = seal_tree(run.settings)
+    timings["seal_s"] = time.perf_counter() - started
+    say(f"   loaded and sealed: tree size {size:,} ({timings})")
+    run.results["large_log"] = {"events": size, "timings": timings}
+
+
+def queries(run: Run, engine: Engine) -> None:
+    with topology(run.settings) as (nginx, processes):
+        base = nginx.url("")
+        http = requests.Session()
+        http.headers.update(run.headers)
+        with engine.connect() as conn:
+            ids = [
+                str(i)
+                for i in conn.scalars(
+                    text("SELECT id FROM event_ids TABLESAMPLE SYSTEM (1) LIMIT 300")
+                )
+            ]
+            newest = conn.scalar(text("SELECT max(occurred_at) FROM events"))
+        day = newest.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+        rounds = 60 if run.quick else 200
+
+        def timed(path: str, params: dict[str, Any] | None = None) -> float:
+            started = time.perf_counter()
+            answer = http.get(base + path, params=params, timeout=60)
+            elapsed = (time.perf_counter() - started) * 1000
+            assert answer.status_code == 200, (path, answer.text[:300])
+            return elapsed
+
+        results: dict[str, Any] = {}
+        for _ in range(20):  # warm the caches as a running service would be
+            timed(f"/v1/events/{ids[0]}")
+        results["get_by_id"] = summary(
+            [timed(f"/v1/events/{ids[i % len(ids)]}") for i in range(rounds)]
+        )
+        filtered = []
+        for i in range(rounds):
+            start = day - timedelta(days=i % 20)
+            filtered.append(
+                timed(
+                    "/v1/events",
+                    {
+                        "service": f"svc-{i % 20}",
+                        "type": "customer.*",
+                        "limit": 100,
+                        "since": start.isoformat(),
+                        "until": (start + timedelta(days=1)).isoformat(),
+                    },
+                )
+            )
+        results["filtered_page"] = summary(filtered)
+        first, hundredth = [], []
+        for walk in range(3 if run.quick else 10):
+            params: dict[str, Any] = {"service": f"svc-{walk}", "limit": 100}
+            for page in range(100):
+                started = time.perf_counter()
+                answer = http.get(base + "/v1/events", params=params, timeout=60).json()
+                elapsed = (time.perf_counter() - started) * 1000
+                if page == 0:
+                    first.append(elapsed)
+                params["cursor"] = answer["next_cursor"]
+            hundredth.append(elapsed)
+        results["first_page"] = summary(first)
+        results["page_100"] = summary(hundredth)
+        until = newest.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        since = until - timedelta(days=30)
+        results["buckets_30d_hourly_by_type"] = summary(
+            [
+                timed(
+                    "/v1/stats/buckets",
+                    {
+                        "width": "1h",
+                        "group_by": "type",
+                        "since": since.isoformat(),
+                        "until": until.isoformat(),
+                    },
+                )
+                for _ in range(20)
+            ]
+        )
+        run.results["queries"] = results
+        for name, figures in results.items():
+            say(f"   {name}: p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms")
+        run.results["rss_after_queries"] = rss_by_kind(processes)
+    run.results["footprint"] = footprint(run, engine)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_ms": percentile(values, 50),
+        "p99_ms": percentile(values, 99),
+        "mean_ms": statistics.fmean(values),
+    }
+
+
+def footprint(run: Run, engine: Engine) -> dict[str, Any]:
+    say("8. footprint: bytes on disk per event against the event's JSON size")
+    with engine.connect() as conn:
+        sizes = conn.execute(
+            text(
+                "SELECT hypertable_size('events'), pg_total_relation_size('event_ids'),"
+                " pg_total_relation_size('merkle_nodes'), pg_total_relation_size('tree_heads'),"
+                " pg_total_relation_size('event_counts'), (SELECT count(*) FROM event_ids)"
+            )
+        ).one()
+        sample = conn.scalars(
+            text("SELECT id FROM event_ids TABLESAMPLE SYSTEM (0.1) LIMIT 500")
+        ).all()
+    http = requests.Session()
+    http.headers.update(run.headers)
+    json_sizes = []
+    with topology(run.settings, worker=False) as (nginx, _):
+        for event_id in sample:
+            answer = http.get(nginx.url(f"/v1/events/{event_id}"), timeout=30)
+            json_sizes.append(len(answer.content))
+    events_bytes, ids_bytes, nodes_bytes, heads_bytes, counts_bytes, count = sizes
+    total = events_bytes + ids_bytes + nodes_bytes + heads_bytes
+    json_size = statistics.fmean(json_sizes)
+    out = {
+        "events": count,
+        "events_table_bytes": events_bytes,
+        "event_ids_bytes": ids_bytes,
+        "merkle_nodes_bytes": nodes_bytes,
+        "tree_heads_bytes": heads_bytes,
+        "event_counts_bytes": counts_bytes,
+        "bytes_per_event": total / count,
+        "json_bytes_per_event": json_size,
+        "ratio": total / count / json_size,
+    }
+    say(
+        f"   {total / count:,.0f} bytes/event on disk, JSON {json_size:,.0f} bytes: "
+        f"{out['ratio']:.2f}x"
+    )
+    return out
+
+
+# --- soak -----------------------------------------------------------------------------------
+def soak(run: Run, engine: Engine) -> None:
+    seconds = 60 if run.quick else int(os.environ.get("BENCH_SOAK_S", "600"))
+    say(f"9. soak: {seconds} s of steady load, worker memory sampled every 10 s")
+    with topology(run.settings) as (nginx, processes):
+        worker = next(p for p in processes if isinstance(p, WorkerProcess))
+        stop = threading.Event()
+
+        def produce() -> None:
+            body = event_body(100)
+            with requests.Session() as http:
+                while not stop.wait(0.1):  # ~1,000 events/s
+                    http.post(nginx.url("/v1/events"), data=body, headers=run.headers, timeout=30)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        samples: list[tuple[float, float, float]] = []
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            time.sleep(10)
+            pool = tools.children(worker.proc.pid)  # type: ignore[union-attr]
+            main_kib = tools.memory_kib(worker.proc.pid)[0]  # type: ignore[union-attr]
+            pool_kib = max((tools.memory_kib(p)[0] for p in pool), default=0)
+            samples.append((time.perf_counter() - started, main_kib / 1024, pool_kib / 1024))
+        stop.set()
+        producer.join()
+        settle(engine, run, "soak")
+    run.results["soak"] = {
+        "seconds": seconds,
+        "samples": samples,
+        "pool_rss_first_mib": samples[0][2],
+        "pool_rss_last_mib": samples[-1][2],
+        "main_rss_first_mib": samples[0][1],
+        "main_rss_last_mib": samples[-1][1],
+    }
+    say(
+        f"   pool RSS {samples[0][2]:.1f} → {samples[-1][2]:.1f} MiB, main "
+        f"{samples[0][1]:.1f} → {samples[-1][1]:.1f} MiB"
+    )
+
+
+# --- the run --------------------------------------------------------------------------------
+def prepare(quick: bool) -> Run:
+    key = LOGS / "signing-key.pem"
+    generate_key(key)
+    settings = Settings.from_env(
+        database_url="postgresql://127.0.0.1:5432/auditlog_bench",
+        redis_prefix=f"auditlog-bench-{uuid.uuid4().hex[:6]}",
+        signing_key_path=key,
+        log_level="INFO",
+        backlog_limit=5_000_000,
+    )
+    drop_database(settings)
+    setup_database(settings)
+    migrate(settings)
+    engine = create_engine(settings.url_for("owner"))
+    token = (
+        KeyAdmin(KeyStore(engine)).create("bench", "admin", [], rate_per_s=1e9, burst=10**9).token
+    )
+    engine.dispose()
+    duration = 10 if quick else int(os.environ.get("BENCH_DURATION_S", "30"))
+    return Run(settings, token, quick, duration)
+
+
+def database_versions(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {
+            "postgresql": conn.scalar(text("SHOW server_version")),
+            "timescaledb": conn.scalar(
+                text("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+            ),
+            "shared_buffers": conn.scalar(text("SHOW shared_buffers")),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, short runs")
+    args = parser.parse_args()
+    run = prepare(args.quick)
+    engine = create_engine(run.settings.url_for("owner"))
+    run.results["environment"] = tools.environment(database_versions(engine))
+    run.results["started"] = datetime.now(UTC).isoformat()
+    phases: list[Callable[[], None]] = [
+        lambda: database_limit(run),
+        lambda: http_limit(run),
+        lambda: naive_peer(run),
+        lambda: large_log(run, engine),
+        lambda: ingest(run, engine),
+        lambda: queries(run, engine),
+        lambda: soak(run, engine),
+    ]
+    try:
+        for phase in phases:
+            phase()
+    finally:
+        run.results["finished"] = datetime.now(UTC).isoformat()
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "latest.json").write_bytes(
+            orjson.dumps(run.results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        )
+        engine.dispose()
+        clear_redis(run.settings)
+        say(f"raw results: {RESULTS / 'latest.json'}; logs: {LOGS}")
+    report.write(run.results, ROOT / "docs")
+    say("report: docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["subprocess"]
