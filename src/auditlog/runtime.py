@@ -40,8 +40,17 @@ def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
     )
 
 
+def rate_limiter(settings: Settings, client: redis.Redis) -> RateLimiter:
+    return RateLimiter(client, settings.key("ratelimit"))
+
+
 def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
-    return EventStream(client, settings.key("events"), backlog_limit=settings.backlog_limit)
+    return EventStream(
+        client,
+        settings.key("events"),
+        backlog_limit=settings.backlog_limit,
+        buckets=rate_limiter(settings, client),
+    )
 
 
 def tail_cache(settings: Settings, client: redis.Redis) -> TailCache:
@@ -103,7 +112,7 @@ class ApiRuntime:
         keys = KeyStore(reader)
         authenticator = Authenticator(
             keys,
-            RateLimiter(client, settings.key("ratelimit")),
+            rate_limiter(settings, client),
             ttl_s=settings.key_cache_s,
             default_rate_per_s=settings.rate_limit_per_s,
             default_burst=settings.rate_limit_burst,

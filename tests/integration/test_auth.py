@@ -222,6 +222,26 @@ class TestRateLimits:
         assert int(answers[3].headers["retry-after"]) >= 1
         assert "0.5 requests/s" in answers[3].json["description"]
 
+    def test_posts_spend_the_same_bucket(
+        self, app: Any, settings: Settings, owner_db: Engine, worker: object
+    ):
+        token = create_key(
+            settings,
+            f"slow-writer-{time.monotonic_ns()}",
+            "write",
+            "billing",
+            rate_per_s=0.5,
+            burst=2,
+        )
+        client = authorized(app, token)
+        sent = factories.events(3)
+        answers = [post(client, event) for event in sent]
+        assert [a.status_code for a in answers] == [202, 202, 429]
+        assert int(answers[2].headers["retry-after"]) >= 1
+        wait_stored(owner_db, [sent[0]["id"], sent[1]["id"]])
+        assert stored_counts(owner_db, [sent[2]["id"]]) == {}  # refused: nothing queued
+        assert client.simulate_get("/v1/events").status_code == 403  # scope, before bucket
+
     def test_keys_have_their_own_buckets(self, app: Any, settings: Settings, tokens: Tokens):
         token = create_key(settings, f"tiny-{time.monotonic_ns()}", "read", rate_per_s=0.1, burst=1)
         authorized(app, token).simulate_get("/v1/integrity/public-key")

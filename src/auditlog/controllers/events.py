@@ -44,6 +44,7 @@ class EventsResource:
     """POST enqueues events (202); GET lists them, newest first, a page at a time."""
 
     scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ, "POST": Scope.WRITE}
+    throttles_itself: ClassVar[frozenset[str]] = frozenset({"POST"})
 
     def __init__(self, ingest: IngestService, queries: QueryService, *, max_body_bytes: int):
         self._ingest = ingest

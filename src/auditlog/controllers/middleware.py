@@ -64,19 +64,22 @@ class Authentication:
         principal = self._authenticator.authenticate(req.get_header("Authorization"))
         req.context.principal = principal
         structlog.contextvars.bind_contextvars(key=principal.name)
-        self._authenticator.throttle(principal)
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
         principal = req.context.principal
-        if principal is None or resource is None:
+        if principal is None:
             return
         # A responder the resource does not list in `scopes` is refused (deny by default);
         # a method with no responder falls through to Falcon's 405 and its Allow header.
-        if hasattr(resource, f"on_{req.method.lower()}"):
+        if resource is not None and hasattr(resource, f"on_{req.method.lower()}"):
             need = getattr(resource, "scopes", {}).get(req.method)
             self._authenticator.authorize(principal, need, f"{req.method} {req.path}")
+        # Then the key's rate-limit token. Resources that spend it themselves (POST
+        # /v1/events does, in the same Redis round trip as the append) say so.
+        if req.method not in getattr(resource, "throttles_itself", ()):
+            self._authenticator.throttle(principal)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -17,7 +18,7 @@ import structlog
 from auditlog.errors import Forbidden, RateLimited, Unauthorized, Unavailable
 from auditlog.services.envelope import SERVICE_PATTERN
 from auditlog.storage.keys import ApiKey, KeyStore
-from auditlog.storage.ratelimit import RateLimiter
+from auditlog.storage.ratelimit import Bucket, RateLimiter
 
 log = structlog.get_logger("auditlog.auth")
 
@@ -64,6 +65,16 @@ class Principal:
     @property
     def default_service(self) -> str | None:
         return next(iter(self.services)) if len(self.services) == 1 else None
+
+    @property
+    def bucket(self) -> Bucket:
+        return Bucket(self.name, self.rate_per_s, self.burst)
+
+    def rate_limited(self, wait_s: float) -> RateLimited:
+        return RateLimited(
+            f"key {self.name!r} is limited to {self.rate_per_s:g} requests/s (burst {self.burst})",
+            max(1, math.ceil(wait_s)),
+        )
 
 
 class Authenticator:
@@ -143,11 +154,7 @@ class Authenticator:
             log.warning("rate limiter unavailable; not limiting", error=str(exc))
             return
         if wait > 0:
-            raise RateLimited(
-                f"key {principal.name!r} is limited to {principal.rate_per_s:g} requests/s "
-                f"(burst {principal.burst})",
-                max(1, round(wait + 0.5)),
-            )
+            raise principal.rate_limited(wait)
 
     @staticmethod
     def authorize(principal: Principal, need: Scope | None, what: str) -> None:

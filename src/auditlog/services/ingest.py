@@ -15,6 +15,7 @@ from auditlog.canonical import format_timestamp
 from auditlog.errors import BodyTooLarge, FieldError, Forbidden, InvalidEvents, MalformedBody
 from auditlog.services.auth import Principal
 from auditlog.services.envelope import Limits, check_event, cloudevent_field, from_cloudevent
+from auditlog.storage.ratelimit import Throttled
 from auditlog.storage.stream import EventStream
 
 
@@ -80,11 +81,13 @@ class IngestService:
                     f"key {principal.name!r} may send events of {allowed} only; event(s) "
                     f"{', '.join(map(str, foreign[:20]))} are of {', '.join(names)}"
                 )
-        return self._enqueue(events, principal.name if principal else None, request_id)
+        return self._enqueue(events, principal, request_id)
 
     def record(self, events: list[dict[str, Any]], *, publisher: str) -> list[str]:
         """Enqueue events the service itself produces (already plain JSON values)."""
-        return self._enqueue(self._check(events, EnvelopeFormat.NATIVE), publisher, None)
+        return self._enqueue(
+            self._check(events, EnvelopeFormat.NATIVE), None, None, publisher=publisher
+        )
 
     def _check(self, items: list[Any], fmt: EnvelopeFormat) -> list[dict[str, Any]]:
         """Every item in stored form, or InvalidEvents with every problem of every item."""
@@ -118,15 +121,27 @@ class IngestService:
         return events
 
     def _enqueue(
-        self, events: list[dict[str, Any]], publisher: str | None, request_id: str | None
+        self,
+        events: list[dict[str, Any]],
+        principal: Principal | None,
+        request_id: str | None,
+        *,
+        publisher: str | None = None,
     ) -> list[str]:
+        """Stamp and append; the principal's rate-limit token is spent in the same step."""
         received_at = format_timestamp(self._clock())
+        publisher = principal.name if principal else publisher
         for event in events:
             if event["id"] is None:
                 event["id"] = self._new_id()
             event["received_at"] = received_at
             event["publisher"] = publisher
-        self._stream.append([orjson.dumps(e) for e in events], request_id)
+        payloads = [orjson.dumps(e) for e in events]
+        try:
+            self._stream.append(payloads, request_id, principal.bucket if principal else None)
+        except Throttled as exc:
+            assert principal is not None
+            raise principal.rate_limited(exc.wait_s) from None
         return [e["id"] for e in events]
 
     def _items(self, body: bytes, fmt: EnvelopeFormat) -> list[Any]:

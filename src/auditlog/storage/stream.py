@@ -13,16 +13,26 @@ from typing import Any
 import redis
 
 from auditlog.errors import Overloaded, Unavailable
+from auditlog.storage.ratelimit import BUCKET_LUA, Bucket, RateLimiter, Throttled
 
 GROUP = "writers"
 
 # Check the backlog and append in one atomic step: either every event of a request is in
 # the stream or none is.
-_APPEND = """
-local n = #ARGV - 2
+# One round trip per request: spend the sender's rate-limit token (KEYS[2]; no rate given:
+# no limit), check the backlog, append. A negative answer is the wait in ms of an empty
+# bucket; false is a full backlog.
+_APPEND = (
+    BUCKET_LUA
+    + """
+if ARGV[3] ~= '' then
+  local wait = take(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+  if wait > 0 then return -wait end
+end
+local n = #ARGV - 4
 if redis.call('XLEN', KEYS[1]) + n > tonumber(ARGV[1]) then return false end
 local ids = {}
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   if ARGV[2] == '' then
     ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
   else
@@ -31,6 +41,7 @@ for i = 3, #ARGV do
 end
 return ids
 """
+)
 
 
 @dataclass(frozen=True)
@@ -52,27 +63,39 @@ class DeadLetter:
 class EventStream:
     """XADD at the edge; XREADGROUP, XACK/XDEL, XAUTOCLAIM and a dead-letter stream behind."""
 
-    def __init__(self, client: redis.Redis, key: str, *, backlog_limit: int):
+    def __init__(self, client: redis.Redis, key: str, *, backlog_limit: int, buckets: RateLimiter):
         # redis-py types replies as unions of every encoding; the replies are parsed here.
         self._redis: Any = client
         self.key = key
         self.dead_key = f"{key}:dead"
         self._backlog_limit = backlog_limit
+        self._buckets = buckets
         self._append = client.register_script(_APPEND)
 
     # --- producer side ---------------------------------------------------------------------
-    def append(self, payloads: list[bytes], request_id: str | None = None) -> list[str]:
-        """Add every payload or none; refuse when the backlog would pass its limit.
+    def append(
+        self,
+        payloads: list[bytes],
+        request_id: str | None = None,
+        bucket: Bucket | None = None,
+    ) -> list[str]:
+        """Add every payload or none; refuse when the backlog would pass its limit, or
+        (Throttled) when `bucket` is empty.
 
         Returning means Redis holds the entries in memory. How durable that is depends on
         Redis's own persistence (appendonly): see docs/DESIGN.md.
         """
+        limit = (bucket.rate_per_s, bucket.burst) if bucket else ("", "")
+        bucket_key = self._buckets.key(bucket.name) if bucket else self.key
         try:
             ids = self._append(
-                keys=[self.key], args=[self._backlog_limit, request_id or "", *payloads]
+                keys=[self.key, bucket_key],
+                args=[self._backlog_limit, request_id or "", *limit, *payloads],
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unavailable(f"the event queue (Redis) does not answer: {exc}") from exc
+        if isinstance(ids, int):
+            raise Throttled(-ids / 1000)
         if ids is None:
             # TODO(ops): Retry-After is a constant; derive it from the drain rate and depth.
             raise Overloaded(f"more than {self._backlog_limit} events are waiting to be written", 5)
