@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from auditlog.canonical import EVENT_FIELDS
 from auditlog.services.envelope import (
     ACTION_PATTERN,
     OUTCOMES,
@@ -84,22 +85,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "StoredEvent": {
             "type": "object",
             "description": "An event as stored: the envelope plus what the server added.",
-            "required": [
-                "id",
-                "seq",
-                "leaf_hash",
-                "type",
-                "service",
-                "occurred_at",
-                "received_at",
-                "publisher",
-                "actor",
-                "subject",
-                "action",
-                "outcome",
-                "context",
-                "data",
-            ],
+            "required": list(EVENT_FIELDS),
             "properties": {
                 "id": _UUID,
                 "seq": {

@@ -108,7 +108,8 @@ class ApiRuntime:
         reader = create_role_engine(settings, "reader")
         store = EventStore(reader)
         ingest = IngestService(stream, limits(settings), max_events=settings.max_events_per_request)
-        integrity = IntegrityService(TreeStore(reader), store, public_key(settings))
+        queries = QueryService(store)
+        integrity = IntegrityService(TreeStore(reader), queries, public_key(settings))
         keys = KeyStore(reader)
         authenticator = Authenticator(
             keys,
@@ -131,7 +132,7 @@ class ApiRuntime:
         exports = ExportService(store, max_per_process=settings.export_max_per_process)
         return cls(
             ingest=ingest,
-            queries=QueryService(store),
+            queries=queries,
             integrity=integrity,
             authenticator=authenticator,
             audit=SelfAudit(ingest, strict_reads=settings.strict_read_audit),
