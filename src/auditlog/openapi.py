@@ -200,6 +200,29 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             },
             "additionalProperties": False,
         },
+        "TailMessage": {
+            "type": "object",
+            "description": "One Server-Sent Events message of a follow stream (OpenAPI 3.1 "
+            "describes each message of a text/event-stream). Messages carry one event each; "
+            "comments (`: …`) and bare `id:` lines keep the connection open and move the "
+            "client's Last-Event-ID without a message.",
+            "required": ["data"],
+            "properties": {
+                "id": {
+                    "type": "string",
+                    "pattern": "^[0-9]+$",
+                    "description": "The event's seq: send it back as Last-Event-ID.",
+                },
+                "event": {"const": "message"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": JSON,
+                    "contentSchema": _ref("StoredEvent"),
+                    "description": "The event, as getEvent returns it.",
+                },
+                "retry": {"type": "integer", "minimum": 0},
+            },
+        },
         "Buckets": {
             "type": "object",
             "required": ["width", "group_by", "buckets"],
@@ -564,7 +587,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                             "headers": {"ETag": {"schema": {"type": "string"}}},
                             "content": {
                                 JSON: {"schema": _ref("Tail")},
-                                "text/event-stream": {"schema": {"type": "string"}},
+                                "text/event-stream": {"schema": _ref("TailMessage")},
                             },
                         },
                         "304": {"description": "The answer is still the one the ETag names."},

@@ -3,6 +3,8 @@ prefix of its own, a real Celery worker, and the app built with create_app."""
 
 from __future__ import annotations
 
+import json
+import logging
 import tempfile
 import time
 import uuid
@@ -19,6 +21,7 @@ from sqlalchemy import Engine, create_engine, text
 from auditlog.app import create_app
 from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import generate_key
+from auditlog.log import configure_logging
 from auditlog.runtime import ApiRuntime
 from auditlog.services.auth import MISS_RELOAD_S, KeyAdmin
 from auditlog.settings import Settings
@@ -52,6 +55,66 @@ def make_settings(**overrides: Any) -> Settings:
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
+
+
+# Lines a test wants shown after the run (the fuzz figures), whatever the capture mode.
+SUMMARY = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SUMMARY] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    for line in config.stash.get(SUMMARY, []):
+        terminalreporter.write_line(line)
+
+
+class LogCapture(logging.Handler):
+    """Every line the app logs, rendered exactly as production writes it (JSON)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        root = logging.getLogger()
+        # configure_logging installs one handler whose formatter is structlog's renderer.
+        self.setFormatter(root.handlers[0].formatter)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+    def problems(self) -> list[str]:
+        """Lines that a refused request must never cause: errors and tracebacks."""
+        return [
+            line
+            for line, record in zip(self.lines, self.records(), strict=True)
+            if record.get("level") in ("error", "critical")
+            or "exception" in record
+            or "Traceback (most recent call last)" in line
+        ]
+
+    def __enter__(self) -> LogCapture:
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeHandler(self)
+
+
+@pytest.fixture(scope="session")
+def production_logging(settings: Settings) -> None:
+    """Logs go through structlog and the standard library as in production (JSON lines)."""
+    configure_logging(settings)
+
+
+@pytest.fixture
+def server_log(production_logging: None) -> Iterator[LogCapture]:
+    """What the app logs during one test."""
+    with LogCapture() as capture:
+        yield capture
 
 
 @pytest.fixture(scope="session")

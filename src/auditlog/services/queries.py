@@ -181,6 +181,23 @@ def parse_width(value: str) -> timedelta:
     return width
 
 
+def bucket_starts(since: datetime, until: datetime, width: timedelta) -> list[datetime]:
+    """The start of every bucket that overlaps [since, until), aligned on BUCKET_ORIGIN."""
+    try:
+        first = BUCKET_ORIGIN + ((since - BUCKET_ORIGIN) // width) * width
+    except OverflowError:
+        # The first bucket would start before year 1, where no datetime exists.
+        raise InvalidQuery(
+            "since", "is too early for buckets of this width (before year 1)"
+        ) from None
+    count = -((first - until) // width)  # ceil((until - first) / width), without overflow
+    if count > MAX_BUCKETS:
+        raise InvalidQuery(
+            "width", f"gives more than {MAX_BUCKETS} buckets; widen it or narrow the range"
+        )
+    return [first + n * width for n in range(count)]
+
+
 class QueryService:
     """The read side of the log, for auditors."""
 
@@ -246,16 +263,7 @@ class QueryService:
         group_by = values.get("group_by")
         if group_by is not None and group_by not in GROUP_KEYS:
             raise InvalidQuery("group_by", f"must be one of {', '.join(GROUP_KEYS)}")
-        first = BUCKET_ORIGIN + ((flt.since - BUCKET_ORIGIN) // width) * width
-        starts = []
-        moment = first
-        while moment < flt.until:
-            starts.append(moment)
-            moment += width
-            if len(starts) > MAX_BUCKETS:
-                raise InvalidQuery(
-                    "width", f"gives more than {MAX_BUCKETS} buckets; widen it or narrow the range"
-                )
+        starts = bucket_starts(flt.since, flt.until, width)
         counts = self._store.bucket_counts(flt, width, group_by)
         by_key: dict[str | None, dict[datetime, int]] = {}
         for start, key, count in counts:
