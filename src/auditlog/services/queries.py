@@ -107,7 +107,8 @@ def single_values(params: Params, allowed: tuple[str, ...]) -> dict[str, str]:
     values: dict[str, str] = {}
     for name, value in params.items():
         if name not in allowed:
-            raise InvalidQuery(name, f"unknown parameter; known: {', '.join(allowed)}")
+            known = f"known: {', '.join(allowed)}" if allowed else "this endpoint takes none"
+            raise InvalidQuery(name, f"unknown parameter; {known}")
         if isinstance(value, list):
             raise InvalidQuery(name, "is given more than once")
         if value == "":
@@ -116,6 +117,11 @@ def single_values(params: Params, allowed: tuple[str, ...]) -> dict[str, str]:
             raise InvalidQuery(name, "contains U+0000")
         values[name] = value
     return values
+
+
+def no_parameters(params: Params) -> None:
+    """An endpoint that takes no query parameters refuses any, rather than ignore them."""
+    single_values(params, ())
 
 
 def _timestamp(values: dict[str, str], name: str) -> datetime | None:
