@@ -144,6 +144,22 @@ class TestHugeHeaders:
         assert answer.json()["title"] == "Unauthorized"
 
 
+class TestBytesThatAreNotUtf8:
+    """What a real server hands the app (bytes as latin-1) is checked, not repaired."""
+
+    @pytest.mark.parametrize(
+        ("target", "description"),
+        [
+            ("/v1/events/%FF%FE", "the path is not valid UTF-8"),
+            ("/v1/events?service=%FF", "service: is not valid UTF-8"),
+        ],
+    )
+    def test_a_400_through_nginx_and_gunicorn(self, edge: Edge, target: str, description: str):
+        answer = edge.get(target)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["description"].startswith(description)
+
+
 class TestTokensStayOutOfLogs:
     def test_no_layer_logs_a_token(self, edge: Edge, tokens: Tokens):
         unknown = "alk_" + uuid.uuid4().hex * 2

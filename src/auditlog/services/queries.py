@@ -145,6 +145,8 @@ def event_filter(values: dict[str, str]) -> EventFilter:
     if type_exact is not None and type_exact.endswith("*"):
         type_prefix = type_exact[:-1]
         type_exact = None
+        if not type_prefix:
+            raise InvalidQuery("type", "a prefix must come before the *, e.g. customer.*")
     return EventFilter(
         service=values.get("service"),
         type=type_exact,
