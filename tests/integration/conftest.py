@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from falcon import testing
 from sqlalchemy import Engine, create_engine, text
 
@@ -75,9 +76,14 @@ class LogCapture(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
-        root = logging.getLogger()
         # configure_logging installs one handler whose formatter is structlog's renderer.
-        self.setFormatter(root.handlers[0].formatter)
+        self.setFormatter(
+            next(
+                handler.formatter
+                for handler in logging.getLogger().handlers
+                if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter)
+            )
+        )
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
