@@ -17,6 +17,9 @@ run: setup  ## Set up, then start the whole topology in the foreground (Ctrl-C s
 	@echo "Flower: http://127.0.0.1:5555/flower/ and http://127.0.0.1:8080/flower/"
 	@echo "  user auditlog, password: AUDITLOG_FLOWER_PASSWORD in .env"
 	@echo "worker metrics: http://127.0.0.1:9101/metrics"
+	@echo "Every /v1 request needs a key. First one (its token is printed last, once):"
+	@echo "  $(BIN)/auditlog keys create --name admin --scope admin"
+	@echo "  curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:8080/v1/events"
 	PATH="$(CURDIR)/$(BIN):$$PATH:/usr/sbin" $(BIN)/honcho start -f Procfile
 
 test:  ## Set up, then run the whole suite against the real stack

@@ -46,6 +46,14 @@ loglevel = "warning"
 max_requests = 100_000
 max_requests_jitter = 10_000
 limit_request_line = 8190
+# Header lines as long as nginx lets through (large_client_header_buffers 4 8k).
+limit_request_field_size = 8190
+# TODO(ops): slow clients are nginx's to bound. `timeout` above only restarts a worker whose
+# main loop stops beating, which a gthread worker's does not while one thread waits on a
+# body; gunicorn waits 5 s for a request to start but has no bound on a body that stalls.
+# nginx reads whole bodies (client_body_timeout) before an instance sees them, so the
+# instances are reachable through nginx only (compose does not publish them; make run binds
+# them to 127.0.0.1). Exposing one directly needs a body read deadline in front of the app.
 
 
 def on_starting(server):

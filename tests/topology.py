@@ -132,11 +132,20 @@ class Service:
 class ApiInstance(Service):
     """One gunicorn instance of the API, with deploy/gunicorn.conf.py."""
 
-    def __init__(self, settings: Settings, log_dir: Path, name: str, *, workers: int = 2):
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        name: str,
+        *,
+        workers: int = 2,
+        threads: int | None = None,
+    ):
         super().__init__(log_dir / f"{name}-{settings.redis_prefix}.log")
         self.name = name
         self.settings = settings
         self.workers = workers
+        self.threads = threads
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.metrics_dir = log_dir / f"metrics-{name}-{settings.redis_prefix}"
@@ -149,6 +158,7 @@ class ApiInstance(Service):
         return {
             **settings_env(self.settings),
             "GUNICORN_WORKERS": str(self.workers),
+            **({"GUNICORN_THREADS": str(self.threads)} if self.threads else {}),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
         }
 
@@ -199,7 +209,15 @@ class NginxProcess(Service):
 
     name = "nginx"
 
-    def __init__(self, settings: Settings, apis: list[str], flower: str, log_dir: Path):
+    def __init__(
+        self,
+        settings: Settings,
+        apis: list[str],
+        flower: str,
+        log_dir: Path,
+        *,
+        body_timeout_s: int = 30,
+    ):
         super().__init__(log_dir / f"nginx-{settings.redis_prefix}.log")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -207,7 +225,13 @@ class NginxProcess(Service):
         self.access_log = self.prefix / "access.log"
         self.config = write_config(
             settings,
-            Topology(listen=self.address, api=apis, flower=flower, access_log=str(self.access_log)),
+            Topology(
+                listen=self.address,
+                api=apis,
+                flower=flower,
+                access_log=str(self.access_log),
+                body_timeout_s=body_timeout_s,
+            ),
             self.prefix,
         )
 

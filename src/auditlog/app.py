@@ -21,7 +21,7 @@ from auditlog.controllers.integrity import (
 )
 from auditlog.controllers.keys import KeysResource
 from auditlog.controllers.metrics import MetricsResource, RequestMetrics
-from auditlog.controllers.middleware import Authentication, RequestContext
+from auditlog.controllers.middleware import Authentication, RequestContext, Utf8Only
 from auditlog.controllers.stats import BucketsResource
 from auditlog.controllers.tail import ExportResource, TailResource
 from auditlog.metrics import Exposition, QueueCollector
@@ -35,6 +35,7 @@ log = structlog.get_logger("auditlog.http")
 # Domain error -> (status, title). The description is the error's own message.
 _STATUS: dict[type[errors.AuditlogError], tuple[str, str]] = {
     errors.MalformedBody: (falcon.HTTP_400, "Malformed body"),
+    errors.MalformedRequest: (falcon.HTTP_400, "Malformed request"),
     errors.InvalidQuery: (falcon.HTTP_400, "Invalid query parameter"),
     errors.Unauthorized: (falcon.HTTP_401, "Unauthorized"),
     errors.Forbidden: (falcon.HTTP_403, "Forbidden"),
@@ -103,6 +104,7 @@ def create_app(
         RequestContext(),
         RequestMetrics(),
         Authentication(runtime.authenticator, runtime.audit),
+        Utf8Only(),
     ]
     app = falcon.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)

@@ -79,7 +79,8 @@ def parse_timestamp(value: str) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """The canonical form: UTC, six fraction digits, `Z`: 2026-01-31T12:00:00.000000Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: strftime's %Y does not pad years before 1000 to four digits.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def event_document(event: Mapping[str, Any], seq: int) -> dict[str, Any]:

@@ -25,6 +25,10 @@ class MalformedBody(AuditlogError):
     """The body is not JSON (or not UTF-8): 400."""
 
 
+class MalformedRequest(AuditlogError):
+    """The request itself cannot be read (e.g. a path that is not UTF-8): 400."""
+
+
 class UnsupportedMediaType(AuditlogError):
     """The Content-Type is not one the endpoint takes: 415."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 
 import orjson
 import structlog
@@ -17,8 +18,14 @@ import structlog
 from auditlog.settings import Settings
 
 
-def configure_logging(settings: Settings) -> None:
-    """Set up structlog and the standard library's loggers for this process."""
+def configure_logging(
+    settings: Settings, *, observers: Sequence[structlog.types.Processor] = ()
+) -> None:
+    """Set up structlog and the standard library's loggers for this process.
+
+    `observers` see every structlog event, complete, just before it is rendered (tests use
+    one to read what the service logs).
+    """
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -30,6 +37,7 @@ def configure_logging(settings: Settings) -> None:
             processors=[
                 *shared,
                 structlog.processors.format_exc_info,
+                *observers,
                 structlog.processors.JSONRenderer(serializer=orjson.dumps),
             ],
             logger_factory=structlog.BytesLoggerFactory(file=sys.stderr.buffer),
@@ -39,7 +47,7 @@ def configure_logging(settings: Settings) -> None:
         foreign: structlog.types.Processor = structlog.processors.JSONRenderer()
     else:
         structlog.configure(
-            processors=[*shared, structlog.dev.ConsoleRenderer()],
+            processors=[*shared, *observers, structlog.dev.ConsoleRenderer()],
             logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
             wrapper_class=structlog.make_filtering_bound_logger(level),
             cache_logger_on_first_use=True,

@@ -32,6 +32,9 @@ class Topology:
     api: Sequence[str]
     flower: str
     access_log: str = "/dev/stdout"
+    # How long nginx waits between two reads of a request body before it answers 408: a
+    # client that trickles or stops sending ties up nothing behind nginx for longer.
+    body_timeout_s: int = 30
 
 
 def placeholders(template: str) -> set[str]:
@@ -57,6 +60,7 @@ def site_values(settings: Settings, topology: Topology) -> dict[str, str]:
         "FLOWER": topology.flower,
         "ACCESS_LOG": topology.access_log,
         "MAX_BODY_BYTES": str(settings.max_body_bytes),
+        "CLIENT_BODY_TIMEOUT": f"{topology.body_timeout_s}s",
     }
 
 

@@ -186,6 +186,29 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             },
             "additionalProperties": False,
         },
+        "TailMessage": {
+            "type": "object",
+            "description": "One Server-Sent Events message of a follow stream (OpenAPI 3.1 "
+            "describes each message of a text/event-stream). Messages carry one event each; "
+            "comments (`: …`) and bare `id:` lines keep the connection open and move the "
+            "client's Last-Event-ID without a message.",
+            "required": ["data"],
+            "properties": {
+                "id": {
+                    "type": "string",
+                    "pattern": "^[0-9]+$",
+                    "description": "The event's seq: send it back as Last-Event-ID.",
+                },
+                "event": {"const": "message"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": JSON,
+                    "contentSchema": _ref("StoredEvent"),
+                    "description": "The event, as getEvent returns it.",
+                },
+                "retry": {"type": "integer", "minimum": 0},
+            },
+        },
         "Buckets": {
             "type": "object",
             "required": ["width", "group_by", "buckets"],
@@ -283,6 +306,9 @@ def _schemas(settings: Settings) -> dict[str, Any]:
     }
 
 
+BAD_QUERY = "A query parameter is unknown, repeated, empty or malformed, or is not UTF-8."
+
+
 def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": name,
@@ -360,7 +386,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         ),
         _query("group_by", "Count per value of this field.", {"enum": list(GROUP_KEYS)}),
     ]
-    bad_query = _error("A query parameter is unknown, repeated or malformed.")
+    bad_query = _error(BAD_QUERY)
     tail_default = min(TAIL_DEFAULT_LIMIT, settings.tail_size)
     tail_parameters = [
         FILTERS[0],
@@ -421,7 +447,10 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                     "requestBody": post_body,
                     "responses": {
                         "202": _json(_ref("Accepted"), "Every event is queued to be stored."),
-                        "400": _error("The body is not JSON, or not an event or an array."),
+                        "400": _error(
+                            "The body is not JSON (or not UTF-8), or not an event or an array; "
+                            "or the path or query string is not UTF-8."
+                        ),
                         "413": _error("The body or the number of events is over the limit."),
                         "415": _error("The Content-Type is not one of those accepted."),
                         "422": _json(
@@ -550,7 +579,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                             "headers": {"ETag": {"schema": {"type": "string"}}},
                             "content": {
                                 JSON: {"schema": _ref("Tail")},
-                                "text/event-stream": {"schema": {"type": "string"}},
+                                "text/event-stream": {"schema": _ref("TailMessage")},
                             },
                         },
                         "304": {"description": "The answer is still the one the ETag names."},
@@ -675,12 +704,15 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
 
 
 def _secure(paths: dict[str, Any]) -> None:
-    """Every /v1 operation needs a key, and may answer 401, 403 or 429."""
+    """Every /v1 operation needs a key, and may answer 400, 401, 403 or 429."""
     for path, item in paths.items():
         if not path.startswith("/v1/"):
             continue
         for operation in item.values():
             operation["security"] = [{"bearer": []}]
+            # Every /v1 operation refuses unknown parameters and a path or query that is
+            # not UTF-8 (controllers/middleware.py: Utf8Only).
+            operation["responses"].setdefault("400", _error(BAD_QUERY))
             operation["responses"].setdefault(
                 "401", _error("No token, or not one of a live key (see WWW-Authenticate).")
             )

@@ -3,22 +3,26 @@ prefix of its own, a real Celery worker, and the app built with create_app."""
 
 from __future__ import annotations
 
+import json
+import logging
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
+import structlog
 from falcon import testing
 from sqlalchemy import Engine, create_engine, text
 
 from auditlog.app import create_app
 from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import generate_key
+from auditlog.log import configure_logging
 from auditlog.runtime import ApiRuntime
 from auditlog.services.auth import MISS_RELOAD_S, KeyAdmin
 from auditlog.settings import Settings
@@ -52,6 +56,84 @@ def make_settings(**overrides: Any) -> Settings:
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
+
+
+# Lines a test wants shown after the run (the fuzz figures), whatever the capture mode.
+SUMMARY = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SUMMARY] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    for line in config.stash.get(SUMMARY, []):
+        terminalreporter.write_line(line)
+
+
+class LogCapture(logging.Handler):
+    """Every line the app logs, rendered as production writes it (JSON): the service's own
+    structlog events (seen by an observer just before rendering) and other libraries'
+    records (through the standard library's logging)."""
+
+    active: ClassVar[list[LogCapture]] = []
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        # configure_logging installs one handler whose formatter is structlog's renderer.
+        self.setFormatter(
+            next(
+                handler.formatter
+                for handler in logging.getLogger().handlers
+                if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter)
+            )
+        )
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    @staticmethod
+    def observe(logger: Any, method: str, event: Any) -> Any:
+        """A structlog processor: hand each event to the captures open now."""
+        for capture in LogCapture.active:
+            capture.lines.append(json.dumps(event, default=str))
+        return event
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+    def problems(self) -> list[str]:
+        """Lines that a refused request must never cause: errors and tracebacks."""
+        return [
+            line
+            for line, record in zip(self.lines, self.records(), strict=True)
+            if record.get("level") in ("error", "critical")
+            or "exception" in record
+            or "Traceback (most recent call last)" in line
+        ]
+
+    def __enter__(self) -> LogCapture:
+        logging.getLogger().addHandler(self)
+        LogCapture.active.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        LogCapture.active.remove(self)
+        logging.getLogger().removeHandler(self)
+
+
+@pytest.fixture(scope="session")
+def production_logging(settings: Settings) -> None:
+    """Logs go through structlog and the standard library as in production (JSON lines)."""
+    configure_logging(settings, observers=[LogCapture.observe])
+
+
+@pytest.fixture
+def server_log(production_logging: None) -> Iterator[LogCapture]:
+    """What the app logs during one test."""
+    with LogCapture() as capture:
+        yield capture
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ class TestRender:
             "FLOWER",
             "ACCESS_LOG",
             "MAX_BODY_BYTES",
+            "CLIENT_BODY_TIMEOUT",
         }
         assert placeholders((default_deploy_dir() / MAIN_TEMPLATE).read_text()) == set()
 
@@ -40,6 +41,7 @@ class TestRender:
         site = (tmp_path / "auditlog.conf").read_text()
         assert "include auditlog.conf;" in main.read_text()
         assert "client_max_body_size 123456;" in site
+        assert "client_body_timeout 30s;" in site
         assert "server 127.0.0.1:18081 max_fails=1" in site
         assert "listen 127.0.0.1:18080;" in site
         assert "$http_x_request_id" in site

@@ -9,7 +9,7 @@ import falcon
 from auditlog.errors import BodyTooLarge, UnsupportedMediaType
 from auditlog.services.auth import Scope
 from auditlog.services.ingest import EnvelopeFormat, IngestService
-from auditlog.services.queries import QueryService
+from auditlog.services.queries import QueryService, no_parameters
 
 _FORMATS = {fmt.value: fmt for fmt in EnvelopeFormat}
 
@@ -76,5 +76,6 @@ class EventResource:
         self._queries = queries
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, event_id: str) -> None:
+        no_parameters(req.params)
         resp.media = self._queries.get(event_id)
         req.context.results = 1

@@ -8,6 +8,7 @@ import falcon
 
 from auditlog.services.auth import Scope
 from auditlog.services.integrity import IntegrityService
+from auditlog.services.queries import no_parameters
 
 
 class TreeHeadResource:
@@ -49,4 +50,5 @@ class PublicKeyResource:
         self._integrity = integrity
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        no_parameters(req.params)
         resp.media = self._integrity.public_key()

@@ -8,6 +8,7 @@ import falcon
 
 from auditlog.canonical import format_timestamp
 from auditlog.services.auth import KeyAdmin, Scope
+from auditlog.services.queries import no_parameters
 
 
 class KeysResource:
@@ -17,6 +18,7 @@ class KeysResource:
         self._admin = admin
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        no_parameters(req.params)
         keys = self._admin.list()
         req.context.results = len(keys)
         resp.media = {

@@ -6,10 +6,12 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import falcon
 import structlog
 
+from auditlog.errors import InvalidQuery, MalformedRequest
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import Authenticator, Scope
 
@@ -109,3 +111,40 @@ class Authentication:
                 "title": "Service unavailable",
                 "description": "this read could not be recorded in the audit log; retry shortly",
             }
+
+
+def _utf8(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class Utf8Only:
+    """Refuse a /v1 path or query string that is not UTF-8, instead of guessing.
+
+    Falcon decodes what it cannot read as U+FFFD, so `?service=%FF` would quietly become a
+    search for a replacement character: a client whose bytes are not what it meant gets a
+    400 naming the part. WSGI hands both over as latin-1 text of the raw bytes.
+    """
+
+    def __init__(self, prefix: str = "/v1"):
+        self._prefix = prefix
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        path = req.env.get("PATH_INFO", "")
+        if not (path == self._prefix or path.startswith(self._prefix + "/")):
+            return
+        if _utf8(path.encode("latin-1", "replace")) is None:
+            raise MalformedRequest("the path is not valid UTF-8")
+        query = req.env.get("QUERY_STRING", "")
+        if query.isascii() and "%" not in query:
+            return
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            decoded = _utf8(unquote_to_bytes(name.replace("+", " ").encode("latin-1", "replace")))
+            if decoded is None:
+                raise InvalidQuery("query string", "a parameter name is not valid UTF-8")
+            raw = unquote_to_bytes(value.replace("+", " ").encode("latin-1", "replace"))
+            if _utf8(raw) is None:
+                raise InvalidQuery(decoded, "is not valid UTF-8 (percent-escapes must spell UTF-8)")

@@ -32,6 +32,8 @@ class TailResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = dict(req.params)
         follow = params.pop("follow", "false")
+        if isinstance(follow, list):
+            raise InvalidQuery("follow", "is given more than once")
         if follow == "true":
             stream = self._tail.follow(params, req.get_header("Last-Event-ID"))
             resp.content_type = SSE

@@ -152,6 +152,12 @@ class IngestService:
         try:
             value = from_json(body, allow_inf_nan=False)
         except ValueError as exc:
+            if "recursion limit exceeded" in str(exc):
+                # Deeper than the parser goes (some 200 levels), far past any event's limit.
+                raise MalformedBody(
+                    f"the body is nested too deeply to read ({exc}); events may nest at most "
+                    f"{self._limits.max_depth} levels"
+                ) from None
             raise MalformedBody(f"the body is not valid JSON: {exc}") from None
         if isinstance(value, dict) and fmt is not EnvelopeFormat.CLOUDEVENT_BATCH:
             return [value]

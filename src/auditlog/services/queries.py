@@ -107,7 +107,8 @@ def single_values(params: Params, allowed: tuple[str, ...]) -> dict[str, str]:
     values: dict[str, str] = {}
     for name, value in params.items():
         if name not in allowed:
-            raise InvalidQuery(name, f"unknown parameter; known: {', '.join(allowed)}")
+            known = f"known: {', '.join(allowed)}" if allowed else "this endpoint takes none"
+            raise InvalidQuery(name, f"unknown parameter; {known}")
         if isinstance(value, list):
             raise InvalidQuery(name, "is given more than once")
         if value == "":
@@ -116,6 +117,11 @@ def single_values(params: Params, allowed: tuple[str, ...]) -> dict[str, str]:
             raise InvalidQuery(name, "contains U+0000")
         values[name] = value
     return values
+
+
+def no_parameters(params: Params) -> None:
+    """An endpoint that takes no query parameters refuses any, rather than ignore them."""
+    single_values(params, ())
 
 
 def _timestamp(values: dict[str, str], name: str) -> datetime | None:
@@ -139,6 +145,8 @@ def event_filter(values: dict[str, str]) -> EventFilter:
     if type_exact is not None and type_exact.endswith("*"):
         type_prefix = type_exact[:-1]
         type_exact = None
+        if not type_prefix:
+            raise InvalidQuery("type", "a prefix must come before the *, e.g. customer.*")
     return EventFilter(
         service=values.get("service"),
         type=type_exact,
@@ -202,6 +210,23 @@ def can_count_hourly(flt: EventFilter, width: timedelta, group_by: str | None) -
         and not other_filters
         and (group_by in _HOURLY_GROUPS)
     )
+
+
+def bucket_starts(since: datetime, until: datetime, width: timedelta) -> list[datetime]:
+    """The start of every bucket that overlaps [since, until), aligned on BUCKET_ORIGIN."""
+    try:
+        first = BUCKET_ORIGIN + ((since - BUCKET_ORIGIN) // width) * width
+    except OverflowError:
+        # The first bucket would start before year 1, where no datetime exists.
+        raise InvalidQuery(
+            "since", "is too early for buckets of this width (before year 1)"
+        ) from None
+    count = -((first - until) // width)  # ceil((until - first) / width), without overflow
+    if count > MAX_BUCKETS:
+        raise InvalidQuery(
+            "width", f"gives more than {MAX_BUCKETS} buckets; widen it or narrow the range"
+        )
+    return [first + n * width for n in range(count)]
 
 
 class QueryService:
@@ -269,16 +294,7 @@ class QueryService:
         group_by = values.get("group_by")
         if group_by is not None and group_by not in GROUP_KEYS:
             raise InvalidQuery("group_by", f"must be one of {', '.join(GROUP_KEYS)}")
-        first = BUCKET_ORIGIN + ((flt.since - BUCKET_ORIGIN) // width) * width
-        starts = []
-        moment = first
-        while moment < flt.until:
-            starts.append(moment)
-            moment += width
-            if len(starts) > MAX_BUCKETS:
-                raise InvalidQuery(
-                    "width", f"gives more than {MAX_BUCKETS} buckets; widen it or narrow the range"
-                )
+        starts = bucket_starts(flt.since, flt.until, width)
         if can_count_hourly(flt, width, group_by):
             counts = self._store.hourly_bucket_counts(flt, width, group_by)
         else:

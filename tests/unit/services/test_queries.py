@@ -1,4 +1,4 @@
-"""Cursor encoding, parameter rules and bucket widths, without a database."""
+"""Cursor encoding, parameter rules, bucket widths and starts, without a database."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from auditlog.errors import InvalidQuery
-from auditlog.services.queries import Cursor, parse_width
+from auditlog.services.queries import MAX_BUCKETS, Cursor, bucket_starts, parse_width
 
 
 class TestCursor:
@@ -52,3 +52,30 @@ class TestWidth:
     def test_invalid(self, text: str):
         with pytest.raises(InvalidQuery, match="width"):
             parse_width(text)
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+class TestBucketStarts:
+    """Every bucket overlapping [since, until), aligned, even at the ends of the calendar."""
+
+    def test_aligned_on_the_origin(self):
+        starts = bucket_starts(utc(2026, 1, 1, 0, 30), utc(2026, 1, 1, 2), timedelta(hours=1))
+        assert starts == [utc(2026, 1, 1, 0), utc(2026, 1, 1, 1)]
+
+    def test_last_day_of_the_calendar(self):
+        # Found by the API fuzz run: stepping past the last bucket overflowed (a 500).
+        starts = bucket_starts(utc(9999, 12, 31), utc(9999, 12, 31, 23), timedelta(days=1))
+        assert starts == [utc(9999, 12, 31)]
+
+    def test_a_first_bucket_before_year_one_is_refused(self):
+        with pytest.raises(InvalidQuery, match="since: is too early"):
+            bucket_starts(utc(1, 1, 1), utc(1, 1, 2), timedelta(days=5))
+
+    def test_too_many_buckets(self):
+        until = utc(2026, 1, 1) + timedelta(minutes=MAX_BUCKETS)
+        assert len(bucket_starts(utc(2026, 1, 1), until, timedelta(minutes=1))) == MAX_BUCKETS
+        with pytest.raises(InvalidQuery, match="width: gives more than"):
+            bucket_starts(utc(2026, 1, 1), until + timedelta(minutes=1), timedelta(minutes=1))
