@@ -7,6 +7,8 @@ one consumer, so a writer that dies leaves its entries pending, to be read again
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,16 @@ for i = 3, #ARGV do
 end
 return ids
 """
+
+
+@contextmanager
+def answering(what: str) -> Iterator[None]:
+    """Redis not answering (refused, dropped, timed out, still loading its data) is
+    Unavailable: the callers retry it, as they do a database outage."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unavailable(f"Redis does not answer ({what}): {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -90,55 +102,64 @@ class EventStream:
 
     # --- consumer side ---------------------------------------------------------------------
     def ensure_group(self) -> None:
-        try:
-            # "0": everything in the stream is unwritten (written entries are deleted).
-            self._redis.xgroup_create(self.key, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        with answering("XGROUP CREATE"):
+            try:
+                # "0": everything in the stream is unwritten (written entries are deleted).
+                self._redis.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     def read(self, consumer: str, count: int, block_ms: int, *, pending: bool) -> list[Entry]:
         """Read new entries (blocking up to block_ms), or this consumer's own pending ones."""
-        try:
-            reply = self._redis.xreadgroup(
-                GROUP,
-                consumer,
-                {self.key: "0" if pending else ">"},
-                count=count,
-                block=None if pending else block_ms,
-            )
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self.ensure_group()  # Redis lost the stream (restarted without persistence)
-            return []
-        return [_entry(eid, fields) for _, items in reply or [] for eid, fields in items]
+        with answering("XREADGROUP"):
+            try:
+                reply = self._redis.xreadgroup(
+                    GROUP,
+                    consumer,
+                    {self.key: "0" if pending else ">"},
+                    count=count,
+                    block=None if pending else block_ms,
+                )
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self.ensure_group()  # Redis lost the stream (restarted without persistence)
+                return []
+            return [_entry(eid, fields) for _, items in reply or [] for eid, fields in items]
 
     def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries another consumer has left pending for longer than min_idle_ms."""
-        try:
-            reply = self._redis.xautoclaim(
-                self.key, GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
-            )
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self.ensure_group()
-            return []
-        return [_entry(eid, fields) for eid, fields in reply[1]]
+        with answering("XAUTOCLAIM"):
+            try:
+                reply = self._redis.xautoclaim(
+                    self.key,
+                    GROUP,
+                    consumer,
+                    min_idle_time=min_idle_ms,
+                    start_id="0-0",
+                    count=count,
+                )
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self.ensure_group()
+                return []
+            return [_entry(eid, fields) for eid, fields in reply[1]]
 
     def deliveries(self, consumer: str, entry_id: str) -> int:
         """How many times entry_id has been delivered (to anyone)."""
-        rows = self._redis.xpending_range(
-            self.key, GROUP, min=entry_id, max=entry_id, count=1, consumername=consumer
-        )
-        return int(rows[0]["times_delivered"]) if rows else 0
+        with answering("XPENDING"):
+            rows = self._redis.xpending_range(
+                self.key, GROUP, min=entry_id, max=entry_id, count=1, consumername=consumer
+            )
+            return int(rows[0]["times_delivered"]) if rows else 0
 
     def ack(self, entry_ids: list[str]) -> None:
         """Forget entries whose events are committed."""
         if not entry_ids:
             return
-        with self._redis.pipeline(transaction=True) as pipe:
+        with answering("XACK"), self._redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.key, GROUP, *entry_ids)
             pipe.xdel(self.key, *entry_ids)
             pipe.execute()
@@ -148,7 +169,7 @@ class EventStream:
         fields: dict[str, Any] = {"entry": entry.entry_id, "error": error[:2000]}
         if entry.payload is not None:
             fields["e"] = entry.payload
-        with self._redis.pipeline(transaction=True) as pipe:
+        with answering("dead letter"), self._redis.pipeline(transaction=True) as pipe:
             # TODO(ops): dead letters are kept in Redis (bounded); ship them to durable storage
             # and alert on them once there is an operator to page.
             pipe.xadd(self.dead_key, fields, maxlen=100_000, approximate=True)
