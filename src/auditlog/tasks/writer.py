@@ -9,6 +9,8 @@ timer in every worker's main process, starts a chain for any slot whose lease ha
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -125,10 +127,12 @@ def register(app: AuditlogCelery) -> None:
             super().__init__(worker, **kwargs)
             self._timer_ref: Any = None
             self._shutting_down = False
+            self._worker: Any = None
 
         def start(self, worker: Any) -> None:
             # From the first signal of a shutdown on, no new chain is started: the drains
             # running finish their batch and release their slots.
+            self._worker = worker
             worker_shutting_down.connect(self._on_shutdown, weak=False)
             self._check()
             self._timer_ref = worker.timer.call_repeatedly(WATCHDOG_INTERVAL_S, self._check)
@@ -140,6 +144,14 @@ def register(app: AuditlogCelery) -> None:
 
         def _on_shutdown(self, **kwargs: Any) -> None:
             self._shutting_down = True
+            # A SIGTERM sent to this process alone (docker and Kubernetes signal PID 1; honcho
+            # and systemd signal the whole group) would leave the drains running to their
+            # deadline and passing their slots on. Passed to the pool processes, it makes
+            # them finish the batch in hand and release their slots, as a group signal does.
+            pool = getattr(self._worker, "pool", None)
+            for pid in (pool.info.get("processes", []) if pool is not None else []):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
 
         def _check(self) -> None:
             if self._shutting_down:
