@@ -41,7 +41,12 @@ def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
 
 
 def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
-    return EventStream(client, settings.key("events"), backlog_limit=settings.backlog_limit)
+    return EventStream(
+        client,
+        settings.key("events"),
+        backlog_limit=settings.backlog_limit,
+        fsync_timeout_ms=int(settings.ack_fsync_timeout_s * 1000) if settings.ack_fsync else None,
+    )
 
 
 def tail_cache(settings: Settings, client: redis.Redis) -> TailCache:
@@ -94,7 +99,10 @@ class ApiRuntime:
 
     @classmethod
     def build(cls, settings: Settings) -> ApiRuntime:
-        client = redis_client(settings)
+        # With AUDITLOG_ACK_FSYNC an append waits (WAITAOF) for up to its timeout.
+        client = redis_client(
+            settings, blocking_ms=int(settings.ack_fsync_timeout_s * 1000) * settings.ack_fsync
+        )
         stream = event_stream(settings, client)
         reader = create_role_engine(settings, "reader")
         store = EventStore(reader)

@@ -7,16 +7,23 @@ one consumer, so a writer that dies leaves its entries pending, to be read again
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+import structlog
 
-from auditlog.errors import Overloaded, Unavailable
+from auditlog.errors import NotDurable, Overloaded, Unavailable
+
+log = structlog.get_logger("auditlog.stream")
 
 GROUP = "writers"
+# How long an answer to "does this Redis put writes on disk, and how do we wait for it" is
+# trusted before it is asked again (CONFIG SET can change it while Redis runs).
+PERSISTENCE_CHECK_S = 10.0
 
 # Check the backlog and append in one atomic step: either every event of a request is in
 # the stream or none is.
@@ -64,31 +71,102 @@ class DeadLetter:
 class EventStream:
     """XADD at the edge; XREADGROUP, XACK/XDEL, XAUTOCLAIM and a dead-letter stream behind."""
 
-    def __init__(self, client: redis.Redis, key: str, *, backlog_limit: int):
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        *,
+        backlog_limit: int,
+        fsync_timeout_ms: int | None = None,
+    ):
         # redis-py types replies as unions of every encoding; the replies are parsed here.
         self._redis: Any = client
         self.key = key
         self.dead_key = f"{key}:dead"
         self._backlog_limit = backlog_limit
         self._append = client.register_script(_APPEND)
+        self._fsync_timeout_ms = fsync_timeout_ms
+        self._persistence: tuple[str, float] | None = None  # (how to wait, when checked)
 
     # --- producer side ---------------------------------------------------------------------
     def append(self, payloads: list[bytes], request_id: str | None = None) -> list[str]:
         """Add every payload or none; refuse when the backlog would pass its limit.
 
-        Returning means Redis holds the entries in memory. How durable that is depends on
-        Redis's own persistence (appendonly): see docs/DESIGN.md.
+        Returning means Redis holds the entries in memory; how durable that is depends on
+        Redis's own persistence (appendonly, see docs/DESIGN.md). Built with
+        fsync_timeout_ms, returning means Redis has them on disk (fsynced), and NotDurable
+        means they are queued but that was not confirmed in time.
         """
+        args: list[Any] = [self._backlog_limit, request_id or "", *payloads]
         try:
-            ids = self._append(
-                keys=[self.key], args=[self._backlog_limit, request_id or "", *payloads]
-            )
+            if self._fsync_timeout_ms is None:
+                ids = self._append(keys=[self.key], args=args)
+            else:
+                ids = self._append_fsynced(args, self._fsync_timeout_ms)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unavailable(f"the event queue (Redis) does not answer: {exc}") from exc
         if ids is None:
             # TODO(ops): Retry-After is a constant; derive it from the drain rate and depth.
             raise Overloaded(f"more than {self._backlog_limit} events are waiting to be written", 5)
         return [i.decode() for i in ids]
+
+    def _append_fsynced(self, args: list[Any], timeout_ms: int) -> Any:
+        if self._wait_for_disk() == "always":
+            # appendfsync always: Redis writes and fsyncs its AOF before it sends any reply,
+            # so the script's answer is the confirmation.
+            return self._append(keys=[self.key], args=args)
+        # WAITAOF waits for this connection's own writes: one pipeline, one connection.
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._append(keys=[self.key], args=args, client=pipe)
+            pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
+            ids, fsynced = pipe.execute(raise_on_error=False)
+        if isinstance(ids, Exception):
+            raise ids
+        if ids is None:  # refused (backlog full): nothing was queued
+            return None
+        if isinstance(fsynced, Exception):  # e.g. appendonly switched off meanwhile
+            self._persistence = None
+            raise NotDurable(f"the events are queued, but Redis cannot confirm them: {fsynced}")
+        if int(fsynced[0]) < 1:
+            raise NotDurable(
+                f"the events are queued, but Redis did not confirm them on disk within "
+                f"{timeout_ms} ms"
+            )
+        return ids
+
+    def _wait_for_disk(self) -> str:
+        """How to know an append is on disk: "waitaof" or "always"; Unavailable if this
+        Redis cannot say (no AOF, or an old Redis that does not fsync every write)."""
+        now = time.monotonic()
+        if self._persistence is not None and now - self._persistence[1] < PERSISTENCE_CHECK_S:
+            return self._persistence[0]
+        if not int(self._redis.info("persistence").get("aof_enabled", 0)):
+            raise self._cannot_confirm("appendonly is off")
+        try:
+            self._redis.execute_command("WAITAOF", 0, 0, 0)  # a no-op where it exists
+            how = "waitaof"
+        except redis.ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            try:  # Redis < 7.2: only appendfsync always confirms every write
+                policy = self._redis.config_get("appendfsync").get("appendfsync")
+            except redis.ResponseError:  # CONFIG disabled or renamed
+                policy = None
+            if policy != "always":
+                version = self._redis.info("server").get("redis_version", "?")
+                raise self._cannot_confirm(
+                    f"Redis {version} has no WAITAOF (7.2+) and its appendfsync is "
+                    f"{policy or 'unknown'}, not always"
+                ) from None
+            how = "always"
+        self._persistence = (how, now)
+        return how
+
+    @staticmethod
+    def _cannot_confirm(reason: str) -> Unavailable:
+        message = f"AUDITLOG_ACK_FSYNC is set, but {reason}: no event can be confirmed on disk"
+        log.error("cannot confirm events on disk", reason=reason)
+        return Unavailable(message, retry_after_s=5)
 
     def depth(self) -> int:
         """Events waiting or being written (acknowledged entries are deleted)."""
