@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-unit lint fmt typecheck migrate clean
+.PHONY: help setup run test test-unit test-faults lint fmt typecheck migrate clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,10 @@ run: setup  ## Set up, then start the whole topology in the foreground (Ctrl-C s
 test:  ## Set up, then run the whole suite against the real stack
 	SKIP_DB_SETUP=1 bash scripts/setup.sh
 	$(BIN)/pytest
+
+test-faults:  ## Only the fault-injection suite; rewrites its table in docs/faults.md
+	SKIP_DB_SETUP=1 bash scripts/setup.sh
+	FAULTS_REPORT=docs/faults.md $(BIN)/pytest tests/faults
 
 test-unit:  ## Only the fast unit tests (no services needed)
 	$(BIN)/pytest tests/unit
