@@ -131,8 +131,9 @@ class TestRedisRestart:
         assert row.duplicated == 0
         assert len(lost) == row.lost
         # What is lost is only what was in Redis at the crash, not yet written. Everything
-        # accepted after the restart is stored.
-        assert all(accepted_at[i] < crash for i in lost)
+        # accepted after the restart is stored. (A 202 may reach its producer a moment after
+        # the crash was decided: hence the second of slack.)
+        assert all(accepted_at[i] < crash + 1.0 for i in lost)
         assert row.lost <= waiting + 1000  # + what arrived between the count and the crash
         oldest = max((crash - accepted_at[i] for i in lost), default=0.0)
         newest = min((crash - accepted_at[i] for i in lost), default=0.0)
