@@ -66,7 +66,7 @@ def _until_redis_answers(action: Callable[[], T], *, for_s: float, what: str) ->
             return action()
         except (Unavailable, BrokerUnavailable) as exc:
             if time.monotonic() + delay >= deadline or _stopping.is_set():
-                log.warning(f"{what}: Redis does not answer; giving up", error=str(exc))
+                log.warning("Redis does not answer; giving up", step=what, error=str(exc))
                 return None
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -149,7 +149,7 @@ def register(app: AuditlogCelery) -> None:
             # deadline and passing their slots on. Passed to the pool processes, it makes
             # them finish the batch in hand and release their slots, as a group signal does.
             pool = getattr(self._worker, "pool", None)
-            for pid in (pool.info.get("processes", []) if pool is not None else []):
+            for pid in pool.info.get("processes", []) if pool is not None else []:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
 
