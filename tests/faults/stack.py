@@ -244,10 +244,6 @@ class Ledger:
         return time.monotonic() - started
 
 
-def pool_pids(worker: WorkerProcess) -> list[int]:
-    return worker.pool_pids()
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
