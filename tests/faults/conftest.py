@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,8 +61,9 @@ def redis_server(faults_dir: Path) -> Iterator[RedisProcess]:
 
 
 @pytest.fixture(scope="session")
-def faults_settings(pg: PrivatePostgres, redis_server: RedisProcess) -> Settings:
-    key_dir = Path(tempfile.mkdtemp(prefix="auditlog-faults-key-"))
+def faults_settings(pg: PrivatePostgres, redis_server: RedisProcess, faults_dir: Path) -> Settings:
+    key_dir = faults_dir / "signing-key"
+    key_dir.mkdir()
     generate_key(key_dir / "signing-key.pem")
     settings = Settings.from_env(
         database_url=pg.url("auditlog_faults"),
