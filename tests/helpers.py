@@ -335,11 +335,16 @@ def rss_kib(pid: int) -> int:
 
 
 class RedisServer:
-    """A throwaway redis-server on a Unix socket: a Redis the test may stop and start."""
+    """A throwaway redis-server on a Unix socket: a Redis the test may stop and start.
 
-    def __init__(self, directory: Path):
+    No persistence unless `options` (redis-server arguments, which win over the defaults)
+    ask for some, e.g. ("--appendonly", "yes").
+    """
+
+    def __init__(self, directory: Path, *options: str):
         self.directory = directory
         self.socket_path = directory / "redis.sock"
+        self.options = options
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -361,6 +366,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.directory),
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -46,6 +46,7 @@ _STATUS: dict[type[errors.AuditlogError], tuple[str, str]] = {
     errors.RateLimited: (falcon.HTTP_429, "Too many requests"),
     errors.Overloaded: (falcon.HTTP_503, "Overloaded"),
     errors.Unavailable: (falcon.HTTP_503, "Service unavailable"),
+    errors.NotDurable: (falcon.HTTP_503, "Queued, not confirmed on disk"),
 }
 
 
@@ -56,7 +57,11 @@ def _handle_domain_error(
     body: dict[str, Any] = {"title": title, "description": str(exc)}
     if isinstance(exc, errors.InvalidEvents):
         body["errors"] = [e.as_dict() for e in exc.errors]
-    if isinstance(exc, errors.Overloaded | errors.Unavailable | errors.RateLimited):
+    if isinstance(exc, errors.NotDurable):
+        body["ids"] = exc.ids
+    if isinstance(
+        exc, errors.Overloaded | errors.Unavailable | errors.RateLimited | errors.NotDurable
+    ):
         resp.set_header("Retry-After", str(exc.retry_after_s))
     if isinstance(exc, errors.Unauthorized):
         challenge = 'Bearer realm="auditlog"'

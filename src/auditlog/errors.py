@@ -92,3 +92,14 @@ class Unavailable(AuditlogError):
     def __init__(self, message: str, retry_after_s: int = 1):
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class NotDurable(AuditlogError):
+    """The events are in the queue, but Redis did not confirm them on disk in time
+    (AUDITLOG_ACK_FSYNC): 503 with their ids. They will most likely be stored; sending
+    them again with the same ids stores each once either way."""
+
+    def __init__(self, message: str, ids: list[str] | None = None, retry_after_s: int = 1):
+        self.ids = ids or []
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -236,6 +236,21 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "required": ["title"],
             "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
         },
+        "IngestUnavailable": {
+            "type": "object",
+            "required": ["title", "description"],
+            "properties": {
+                "title": {"type": "string"},
+                "description": {"type": "string"},
+                "ids": {
+                    "type": "array",
+                    "items": _UUID,
+                    "description": "Only with AUDITLOG_ACK_FSYNC, when Redis did not confirm "
+                    "the events on disk in time: they are queued, with these ids. Send them "
+                    "again with these ids; each is stored once.",
+                },
+            },
+        },
         "ValidationErrors": {
             "type": "object",
             "required": ["title", "description", "errors"],
@@ -457,7 +472,12 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                             _ref("ValidationErrors"),
                             "Some event breaks a rule; nothing was queued.",
                         ),
-                        "503": unavailable,
+                        "503": _json(
+                            _ref("IngestUnavailable"),
+                            "Redis does not answer, or the writers are behind (nothing was "
+                            "queued), or, with AUDITLOG_ACK_FSYNC, Redis did not confirm the "
+                            "events on disk in time (they are queued: `ids`). See Retry-After.",
+                        ),
                     },
                 },
                 "get": {

@@ -50,6 +50,7 @@ def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
         settings.key("events"),
         backlog_limit=settings.backlog_limit,
         buckets=rate_limiter(settings, client),
+        fsync_timeout_ms=int(settings.ack_fsync_timeout_s * 1000) if settings.ack_fsync else None,
     )
 
 
@@ -103,7 +104,10 @@ class ApiRuntime:
 
     @classmethod
     def build(cls, settings: Settings) -> ApiRuntime:
-        client = redis_client(settings)
+        # With AUDITLOG_ACK_FSYNC an append waits (WAITAOF) for up to its timeout.
+        client = redis_client(
+            settings, blocking_ms=int(settings.ack_fsync_timeout_s * 1000) * settings.ack_fsync
+        )
         stream = event_stream(settings, client)
         reader = create_role_engine(settings, "reader")
         store = EventStore(reader)

@@ -63,6 +63,12 @@ class Settings(BaseModel):
     future_skew_s: float = Field(default=300.0, ge=0)
     # Refuse new events once this many are waiting in the stream (503 + Retry-After).
     backlog_limit: int = Field(default=1_000_000, ge=1)
+    # Answer 202 only once Redis has the events on disk (fsynced to its AOF): WAITAOF on
+    # Redis >= 7.2; on older ones, only a Redis with appendonly yes + appendfsync always is
+    # accepted (it fsyncs every write before it replies). Not confirmed within the timeout:
+    # 503 with the ids (the events are queued; resend them with the same ids).
+    ack_fsync: bool = False
+    ack_fsync_timeout_s: float = Field(default=1.0, gt=0, le=60)
 
     # The batch writer.
     writer_slots: int = Field(default=2, ge=1)

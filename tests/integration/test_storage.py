@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from alembic import command
@@ -14,7 +16,8 @@ from auditlog.cli import alembic_config, drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner
 from auditlog.integrity.verify import LogVerifier, interleave
 from auditlog.settings import Role, Settings
-from auditlog.storage.events import EventStore
+from auditlog.storage.engine import create_role_engine
+from auditlog.storage.events import EventStore, StoreRejected, StoreUnavailable
 from auditlog.storage.tree import TreeStore
 from tests import factories
 from tests.integration.conftest import (
@@ -22,8 +25,10 @@ from tests.integration.conftest import (
     SIGNING_KEY,
     make_settings,
     post,
+    stored_counts,
     wait_stored,
 )
+from tests.topology import free_port
 
 CHANGES = {
     "update": "UPDATE {table} SET {column} = {column}",
@@ -199,3 +204,52 @@ class TestIntegrityBackfill:
             owner.dispose()
             writer.dispose()
             drop_database(scratch)
+
+
+def queued(**overrides: Any) -> dict[str, Any]:
+    """An event in the stored form the API queues, with what a test changes in it."""
+    event = factories.event()
+    event.update(received_at=event["occurred_at"], publisher=None)
+    event.update(overrides)
+    return event
+
+
+class TestWriteFailures:
+    """A batch the database refuses for its content is StoreRejected (split, then
+    dead-lettered); a database that does not answer is StoreUnavailable (retried)."""
+
+    @pytest.fixture
+    def store(self, settings: Settings) -> Iterator[EventStore]:
+        writer = create_role_engine(settings, "writer", pool_size=1)
+        yield EventStore(writer, writer, HeadSigner.from_file(SIGNING_KEY))
+        writer.dispose()
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"type": "nul\x00in.type"},  # 22021: PostgreSQL cannot store U+0000
+            {"context": {"trace_id": secrets.token_hex(3000)}},  # 54000: btree's limit
+            {"outcome": "perhaps"},  # 23514: the outcome check
+            {"occurred_at": "294277-01-01T00:00:00Z"},  # does not even parse
+        ],
+        ids=["nul", "indexed-value-too-large", "check-constraint", "unparsable-time"],
+    )
+    def test_content_the_database_refuses(
+        self, store: EventStore, owner_db: Engine, change: dict[str, Any]
+    ):
+        event = queued(**change)
+        with pytest.raises(StoreRejected):
+            store.write([event])
+        assert stored_counts(owner_db, [event["id"]]) == {}
+
+    def test_database_that_does_not_answer(self, settings: Settings):
+        gone = settings.model_copy(
+            update={"database_url": f"postgresql://127.0.0.1:{free_port()}/nothing"}
+        )
+        engine = create_role_engine(gone, "writer", pool_size=1)
+        try:
+            store = EventStore(engine, engine, HeadSigner.from_file(SIGNING_KEY))
+            with pytest.raises(StoreUnavailable):
+                store.write([queued()])
+        finally:
+            engine.dispose()

@@ -46,6 +46,15 @@ class TestFromEnv:
         assert settings.url_for("reader").password is None
         assert writer.drivername == "postgresql+psycopg"
 
+    def test_strict_acknowledgement_is_opt_in(self):
+        assert Settings.from_env({}).ack_fsync is False
+        settings = Settings.from_env(
+            {"AUDITLOG_ACK_FSYNC": "true", "AUDITLOG_ACK_FSYNC_TIMEOUT_S": "0.5"}
+        )
+        assert (settings.ack_fsync, settings.ack_fsync_timeout_s) == (True, 0.5)
+        with pytest.raises(SettingsError, match="AUDITLOG_ACK_FSYNC_TIMEOUT_S"):
+            Settings.from_env({"AUDITLOG_ACK_FSYNC_TIMEOUT_S": "0"})
+
     def test_redis_keys_are_prefixed(self):
         assert Settings.from_env({"AUDITLOG_REDIS_PREFIX": "x"}).key("events") == "x:events"
 

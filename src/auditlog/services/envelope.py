@@ -35,6 +35,11 @@ UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 # I-JSON (RFC 7493): integers outside this range do not survive a trip through most parsers,
 # and the integrity hash (RFC 8785) cannot represent them.
 MAX_SAFE_INTEGER = 2**53 - 1
+# Context keys with an index of their own (filters of GET /v1/events): a btree entry holds at
+# most 2704 bytes, so an indexed value is bounded like a party's id. Longer, the event could
+# never be stored; the writer would dead-letter it after accepting it with a 202.
+INDEXED_CONTEXT_KEYS = ("trace_id",)
+MAX_INDEXED_CHARS = 256
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -172,6 +177,22 @@ def _walk(value: Any, path: str, depth: int, limits: Limits) -> Iterator[tuple[s
             yield path, problem
 
 
+def _indexed_problems(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    context = raw.get("context")
+    if not isinstance(context, dict):
+        return
+    for key in INDEXED_CONTEXT_KEYS:
+        value = context.get(key)
+        if isinstance(value, dict | list):
+            yield f"context.{key}", "must be a string (it is indexed)"
+        elif isinstance(value, str) and len(value) > MAX_INDEXED_CHARS:
+            yield (
+                f"context.{key}",
+                f"is {len(value)} characters long; the limit is {MAX_INDEXED_CHARS} "
+                "(it is indexed)",
+            )
+
+
 def check_event(
     raw: Any, index: int, now: datetime, limits: Limits
 ) -> tuple[dict[str, Any] | None, list[FieldError]]:
@@ -193,6 +214,7 @@ def check_event(
         for name in ("actor", "subject", "action", "context", "data"):
             for path, message in _walk(raw.get(name), name, 2, limits):
                 problems.append(FieldError(index, path, message))
+        problems.extend(FieldError(index, path, m) for path, m in _indexed_problems(raw))
         data = raw.get("data")
         if isinstance(data, dict) and data:
             try:

@@ -12,7 +12,14 @@ import uuid_utils
 from pydantic_core import from_json
 
 from auditlog.canonical import format_timestamp
-from auditlog.errors import BodyTooLarge, FieldError, Forbidden, InvalidEvents, MalformedBody
+from auditlog.errors import (
+    BodyTooLarge,
+    FieldError,
+    Forbidden,
+    InvalidEvents,
+    MalformedBody,
+    NotDurable,
+)
 from auditlog.services.auth import Principal
 from auditlog.services.envelope import Limits, check_event, cloudevent_field, from_cloudevent
 from auditlog.storage.ratelimit import Throttled
@@ -136,13 +143,20 @@ class IngestService:
                 event["id"] = self._new_id()
             event["received_at"] = received_at
             event["publisher"] = publisher
-        payloads = [orjson.dumps(e) for e in events]
+        ids = [e["id"] for e in events]
         try:
-            self._stream.append(payloads, request_id, principal.bucket if principal else None)
+            self._stream.append(
+                [orjson.dumps(e) for e in events],
+                request_id,
+                principal.bucket if principal else None,
+            )
         except Throttled as exc:
             assert principal is not None
             raise principal.rate_limited(exc.wait_s) from None
-        return [e["id"] for e in events]
+        except NotDurable as exc:
+            # Queued, not confirmed: the client gets the ids to send them again with.
+            raise NotDurable(str(exc), ids=ids, retry_after_s=exc.retry_after_s) from exc
+        return ids
 
     def _items(self, body: bytes, fmt: EnvelopeFormat) -> list[Any]:
         if not body:

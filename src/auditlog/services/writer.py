@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import structlog
 
+from auditlog.errors import Unavailable
 from auditlog.storage.events import EventStore, StoreRejected, StoreUnavailable, WriteResult
 from auditlog.storage.stream import Entry, EventStream
 
@@ -99,32 +100,48 @@ class BatchWriter:
         Starts with the consumer's own pending entries: those a previous holder of this
         consumer name read but did not acknowledge (it died, or the database was down).
         """
-        if not self._group_ready:
-            self._stream.ensure_group()
-            self._group_ready = True
         run = _Run(consumer, deadline, keep_going, DrainReport())
         own_pending = True
         next_claim = self._clock()
+        delay = 0.1
         try:
-            while self._clock() < deadline and keep_going():
-                if own_pending:
-                    entries = self._stream.read(consumer, self._batch_max, 0, pending=True)
-                    own_pending = bool(entries)
-                    if not entries:
-                        continue
-                else:
-                    entries = []
-                    if self._clock() >= next_claim:
-                        entries = self._stream.claim_stale(
-                            consumer, self._claim_idle_ms, self._batch_max
-                        )
-                        next_claim = self._clock() + self._claim_idle_ms / 4000
-                    if not entries:
-                        entries = self._stream.read(
-                            consumer, self._batch_max, self._block_ms, pending=False
-                        )
-                if entries and self._write(run, entries):
-                    own_pending = True  # something was left pending: try it again first
+            while self._clock() < deadline:
+                try:
+                    if not keep_going():
+                        break
+                    if not self._group_ready:
+                        self._stream.ensure_group()
+                        self._group_ready = True
+                    if own_pending:
+                        entries = self._stream.read(consumer, self._batch_max, 0, pending=True)
+                        own_pending = bool(entries)
+                        if not entries:
+                            continue
+                    else:
+                        entries = []
+                        if self._clock() >= next_claim:
+                            entries = self._stream.claim_stale(
+                                consumer, self._claim_idle_ms, self._batch_max
+                            )
+                            next_claim = self._clock() + self._claim_idle_ms / 4000
+                        if not entries:
+                            entries = self._stream.read(
+                                consumer, self._batch_max, self._block_ms, pending=False
+                            )
+                    if entries and self._write(run, entries):
+                        own_pending = True  # something was left pending: try it again first
+                    delay = 0.1
+                except Unavailable as exc:
+                    # Redis is away (restarting, say). What was read and not acknowledged
+                    # stays pending and is read first when it answers again; waiting here,
+                    # rather than failing, keeps the slot's chain (and its lease) alive.
+                    own_pending = True
+                    run.report.retries += 1
+                    log.warning("stream unavailable; retrying", error=str(exc), retry_in_s=delay)
+                    if self._clock() + delay >= deadline:
+                        break
+                    self._sleep(delay)
+                    delay = min(delay * 2, 2.0)
         except _Stop:
             pass
         return run.report
@@ -156,7 +173,12 @@ class BatchWriter:
                 delay = min(delay * 2, 2.0)
             except StoreRejected as exc:
                 return self._isolate(run, good, str(exc))
-        self._stream.ack([entry.entry_id for entry in good])
+        unacknowledged: Unavailable | None = None
+        try:
+            self._stream.ack([entry.entry_id for entry in good])
+        except Unavailable as exc:
+            # Committed all the same: the entries are read again and skipped as duplicates.
+            unacknowledged = exc
         report.batches += 1
         report.stored += len(result.stored)
         report.duplicates += result.duplicates
@@ -174,6 +196,8 @@ class BatchWriter:
                 hook(result)
             except Exception:  # a hook (cache, metrics) must never undo a committed batch
                 log.exception("on_commit hook failed", hook=getattr(hook, "__name__", hook))
+        if unacknowledged is not None:
+            raise unacknowledged
         return False
 
     def _isolate(self, run: _Run, entries: list[Entry], error: str) -> bool:

@@ -170,17 +170,12 @@ class EventStore:
             # Not the batch's fault: writing stops (and retries) until an operator looks.
             log.error("the stored tree is inconsistent; not writing", error=str(exc))
             raise StoreUnavailable(str(exc)) from exc
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
-            raise StoreUnavailable(str(exc).splitlines()[0]) from exc
-        except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable(str(exc).splitlines()[0]) from exc
-            raise StoreRejected(str(exc.orig or exc).splitlines()[0]) from exc
         except Exception as exc:
-            # psycopg refuses some values before they reach the server (e.g. NUL in text).
-            if _is_connection_error(exc):
-                raise StoreUnavailable(str(exc).splitlines()[0]) from exc
-            raise StoreRejected(str(exc).splitlines()[0]) from exc
+            cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
+            message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            if refuses_content(cause):
+                raise StoreRejected(message) from exc
+            raise StoreUnavailable(message) from exc
 
     @staticmethod
     def _append(
@@ -435,5 +430,31 @@ def _tree_state(cur: psycopg.Cursor[Any]) -> tuple[Frontier, datetime]:
     return Frontier(size, frontier_hashes(cur, size)), now
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+# SQLSTATE classes of errors that are the batch's content's fault, so that the same batch
+# will be refused every time: data exceptions (22: U+0000, a timestamp out of range, a bad
+# UUID), integrity violations (23: a check constraint) and program limits (54: an indexed
+# value past btree's 2704 bytes). psycopg files class 54 under OperationalError, with the
+# broken connections: sorting by exception class alone retried such an event forever.
+_CONTENT_CLASSES = ("22", "23", "54")
+# ... except a unique violation: only the tree's own keys are unique (ids are deduplicated
+# with ON CONFLICT), so one means two writers raced, not that the events are bad.
+_NOT_CONTENT = ("23505",)
+
+
+def refuses_content(exc: BaseException) -> bool:
+    """True when exc says the batch itself can never be stored (retrying it unchanged will
+    fail again); False when it is the server, the connection or the deployment (retry).
+
+    Anything that is not a database error was raised while preparing the events (a value
+    that does not parse): the content's fault too.
+    """
+    if isinstance(exc, sa_exc.SQLAlchemyError):  # pool timeout, a closed connection
+        return False
+    if not isinstance(exc, psycopg.Error):
+        return True
+    state = exc.sqlstate
+    if state is None:
+        # Raised by psycopg itself: a value it will not send (DataError: NUL in text), or a
+        # connection that broke or never was.
+        return isinstance(exc, psycopg.DataError)
+    return state[:2] in _CONTENT_CLASSES and state not in _NOT_CONTENT

@@ -7,15 +7,24 @@ one consumer, so a writer that dies leaves its entries pending, to be read again
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+import structlog
 
-from auditlog.errors import Overloaded, Unavailable
+from auditlog.errors import NotDurable, Overloaded, Unavailable
 from auditlog.storage.ratelimit import BUCKET_LUA, Bucket, RateLimiter, Throttled
 
+log = structlog.get_logger("auditlog.stream")
+
 GROUP = "writers"
+# How long an answer to "does this Redis put writes on disk, and how do we wait for it" is
+# trusted before it is asked again (CONFIG SET can change it while Redis runs).
+PERSISTENCE_CHECK_S = 10.0
 
 # Check the backlog and append in one atomic step: either every event of a request is in
 # the stream or none is.
@@ -44,6 +53,16 @@ return ids
 )
 
 
+@contextmanager
+def answering(what: str) -> Iterator[None]:
+    """Redis not answering (refused, dropped, timed out, still loading its data) is
+    Unavailable: the callers retry it, as they do a database outage."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unavailable(f"Redis does not answer ({what}): {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Entry:
     """One stream entry: its id, the serialized event and the request that sent it."""
@@ -63,7 +82,15 @@ class DeadLetter:
 class EventStream:
     """XADD at the edge; XREADGROUP, XACK/XDEL, XAUTOCLAIM and a dead-letter stream behind."""
 
-    def __init__(self, client: redis.Redis, key: str, *, backlog_limit: int, buckets: RateLimiter):
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        *,
+        backlog_limit: int,
+        buckets: RateLimiter,
+        fsync_timeout_ms: int | None = None,
+    ):
         # redis-py types replies as unions of every encoding; the replies are parsed here.
         self._redis: Any = client
         self.key = key
@@ -71,6 +98,8 @@ class EventStream:
         self._backlog_limit = backlog_limit
         self._buckets = buckets
         self._append = client.register_script(_APPEND)
+        self._fsync_timeout_ms = fsync_timeout_ms
+        self._persistence: tuple[str, float] | None = None  # (how to wait, when checked)
 
     # --- producer side ---------------------------------------------------------------------
     def append(
@@ -82,16 +111,19 @@ class EventStream:
         """Add every payload or none; refuse when the backlog would pass its limit, or
         (Throttled) when `bucket` is empty.
 
-        Returning means Redis holds the entries in memory. How durable that is depends on
-        Redis's own persistence (appendonly): see docs/DESIGN.md.
+        Returning means Redis holds the entries in memory; how durable that is depends on
+        Redis's own persistence (appendonly, see docs/DESIGN.md). Built with
+        fsync_timeout_ms, returning means Redis has them on disk (fsynced), and NotDurable
+        means they are queued but that was not confirmed in time.
         """
         limit = (bucket.rate_per_s, bucket.burst) if bucket else ("", "")
-        bucket_key = self._buckets.key(bucket.name) if bucket else self.key
+        keys = [self.key, self._buckets.key(bucket.name) if bucket else self.key]
+        args: list[Any] = [self._backlog_limit, request_id or "", *limit, *payloads]
         try:
-            ids = self._append(
-                keys=[self.key, bucket_key],
-                args=[self._backlog_limit, request_id or "", *limit, *payloads],
-            )
+            if self._fsync_timeout_ms is None:
+                ids = self._append(keys=keys, args=args)
+            else:
+                ids = self._append_fsynced(keys, args, self._fsync_timeout_ms)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unavailable(f"the event queue (Redis) does not answer: {exc}") from exc
         if isinstance(ids, int):
@@ -100,6 +132,64 @@ class EventStream:
             # TODO(ops): Retry-After is a constant; derive it from the drain rate and depth.
             raise Overloaded(f"more than {self._backlog_limit} events are waiting to be written", 5)
         return [i.decode() for i in ids]
+
+    def _append_fsynced(self, keys: list[str], args: list[Any], timeout_ms: int) -> Any:
+        if self._wait_for_disk() == "always":
+            # appendfsync always: Redis writes and fsyncs its AOF before it sends any reply,
+            # so the script's answer is the confirmation.
+            return self._append(keys=keys, args=args)
+        # WAITAOF waits for this connection's own writes: one pipeline, one connection.
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._append(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
+            ids, fsynced = pipe.execute(raise_on_error=False)
+        if isinstance(ids, Exception):
+            raise ids
+        if ids is None or isinstance(ids, int):  # refused (backlog full, rate limit): none queued
+            return ids
+        if isinstance(fsynced, Exception):  # e.g. appendonly switched off meanwhile
+            self._persistence = None
+            raise NotDurable(f"the events are queued, but Redis cannot confirm them: {fsynced}")
+        if int(fsynced[0]) < 1:
+            raise NotDurable(
+                f"the events are queued, but Redis did not confirm them on disk within "
+                f"{timeout_ms} ms"
+            )
+        return ids
+
+    def _wait_for_disk(self) -> str:
+        """How to know an append is on disk: "waitaof" or "always"; Unavailable if this
+        Redis cannot say (no AOF, or an old Redis that does not fsync every write)."""
+        now = time.monotonic()
+        if self._persistence is not None and now - self._persistence[1] < PERSISTENCE_CHECK_S:
+            return self._persistence[0]
+        if not int(self._redis.info("persistence").get("aof_enabled", 0)):
+            raise self._cannot_confirm("appendonly is off")
+        try:
+            self._redis.execute_command("WAITAOF", 0, 0, 0)  # a no-op where it exists
+            how = "waitaof"
+        except redis.ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            try:  # Redis < 7.2: only appendfsync always confirms every write
+                policy = self._redis.config_get("appendfsync").get("appendfsync")
+            except redis.ResponseError:  # CONFIG disabled or renamed
+                policy = None
+            if policy != "always":
+                version = self._redis.info("server").get("redis_version", "?")
+                raise self._cannot_confirm(
+                    f"Redis {version} has no WAITAOF (7.2+) and its appendfsync is "
+                    f"{policy or 'unknown'}, not always"
+                ) from None
+            how = "always"
+        self._persistence = (how, now)
+        return how
+
+    @staticmethod
+    def _cannot_confirm(reason: str) -> Unavailable:
+        message = f"AUDITLOG_ACK_FSYNC is set, but {reason}: no event can be confirmed on disk"
+        log.error("cannot confirm events on disk", reason=reason)
+        return Unavailable(message, retry_after_s=5)
 
     def depth(self) -> int:
         """Events waiting or being written (acknowledged entries are deleted)."""
@@ -113,55 +203,64 @@ class EventStream:
 
     # --- consumer side ---------------------------------------------------------------------
     def ensure_group(self) -> None:
-        try:
-            # "0": everything in the stream is unwritten (written entries are deleted).
-            self._redis.xgroup_create(self.key, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        with answering("XGROUP CREATE"):
+            try:
+                # "0": everything in the stream is unwritten (written entries are deleted).
+                self._redis.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     def read(self, consumer: str, count: int, block_ms: int, *, pending: bool) -> list[Entry]:
         """Read new entries (blocking up to block_ms), or this consumer's own pending ones."""
-        try:
-            reply = self._redis.xreadgroup(
-                GROUP,
-                consumer,
-                {self.key: "0" if pending else ">"},
-                count=count,
-                block=None if pending else block_ms,
-            )
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self.ensure_group()  # Redis lost the stream (restarted without persistence)
-            return []
-        return [_entry(eid, fields) for _, items in reply or [] for eid, fields in items]
+        with answering("XREADGROUP"):
+            try:
+                reply = self._redis.xreadgroup(
+                    GROUP,
+                    consumer,
+                    {self.key: "0" if pending else ">"},
+                    count=count,
+                    block=None if pending else block_ms,
+                )
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self.ensure_group()  # Redis lost the stream (restarted without persistence)
+                return []
+            return [_entry(eid, fields) for _, items in reply or [] for eid, fields in items]
 
     def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries another consumer has left pending for longer than min_idle_ms."""
-        try:
-            reply = self._redis.xautoclaim(
-                self.key, GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
-            )
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self.ensure_group()
-            return []
-        return [_entry(eid, fields) for eid, fields in reply[1]]
+        with answering("XAUTOCLAIM"):
+            try:
+                reply = self._redis.xautoclaim(
+                    self.key,
+                    GROUP,
+                    consumer,
+                    min_idle_time=min_idle_ms,
+                    start_id="0-0",
+                    count=count,
+                )
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self.ensure_group()
+                return []
+            return [_entry(eid, fields) for eid, fields in reply[1]]
 
     def deliveries(self, consumer: str, entry_id: str) -> int:
         """How many times entry_id has been delivered (to anyone)."""
-        rows = self._redis.xpending_range(
-            self.key, GROUP, min=entry_id, max=entry_id, count=1, consumername=consumer
-        )
-        return int(rows[0]["times_delivered"]) if rows else 0
+        with answering("XPENDING"):
+            rows = self._redis.xpending_range(
+                self.key, GROUP, min=entry_id, max=entry_id, count=1, consumername=consumer
+            )
+            return int(rows[0]["times_delivered"]) if rows else 0
 
     def ack(self, entry_ids: list[str]) -> None:
         """Forget entries whose events are committed."""
         if not entry_ids:
             return
-        with self._redis.pipeline(transaction=True) as pipe:
+        with answering("XACK"), self._redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.key, GROUP, *entry_ids)
             pipe.xdel(self.key, *entry_ids)
             pipe.execute()
@@ -171,7 +270,7 @@ class EventStream:
         fields: dict[str, Any] = {"entry": entry.entry_id, "error": error[:2000]}
         if entry.payload is not None:
             fields["e"] = entry.payload
-        with self._redis.pipeline(transaction=True) as pipe:
+        with answering("dead letter"), self._redis.pipeline(transaction=True) as pipe:
             # TODO(ops): dead letters are kept in Redis (bounded); ship them to durable storage
             # and alert on them once there is an operator to page.
             pipe.xadd(self.dead_key, fields, maxlen=100_000, approximate=True)

@@ -31,6 +31,11 @@ class AuditlogCelery(Celery):
             worker_redirect_stdouts=False,
             broker_connection_retry_on_startup=True,
             broker_transport_options={"visibility_timeout": 3600},
+            # When the broker connection drops (a Redis restart), a running drain keeps
+            # going and waits Redis out (services/writer.py) rather than being cancelled:
+            # its lease stays valid and its chain goes on when Redis answers. (Said
+            # explicitly: Celery 6 turns the default around.)
+            worker_cancel_long_running_tasks_on_connection_loss=False,
         )
 
     @cached_property

@@ -9,17 +9,22 @@ timer in every worker's main process, starts a chain for any slot whose lease ha
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from celery import Task, bootsteps
 from celery.signals import worker_shutting_down
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
+from auditlog.errors import Unavailable
 from auditlog.tasks.celery import AuditlogCelery
 
 log = structlog.get_logger("auditlog.tasks")
@@ -44,6 +49,29 @@ def _stop_gracefully_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+T = TypeVar("T")
+
+
+def _until_redis_answers(action: Callable[[], T], *, for_s: float, what: str) -> T | None:
+    """action(), tried again while Redis (or the broker on it) does not answer, for up to
+    for_s seconds or until the process is asked to stop; None if it never went through.
+
+    A drain's lease outlives its drain, so a short Redis restart is waited out here instead
+    of ending the slot's chain and leaving the watchdog to wait for the lease to lapse.
+    """
+    deadline = time.monotonic() + for_s
+    delay = 0.1
+    while True:
+        try:
+            return action()
+        except (Unavailable, BrokerUnavailable) as exc:
+            if time.monotonic() + delay >= deadline or _stopping.is_set():
+                log.warning("Redis does not answer; giving up", step=what, error=str(exc))
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 def register(app: AuditlogCelery) -> None:
     @app.task(name="auditlog.drain", bind=True, acks_late=True, reject_on_worker_lost=True)
     def drain(self: Task, slot: int) -> dict[str, Any]:
@@ -51,19 +79,34 @@ def register(app: AuditlogCelery) -> None:
         _stop_gracefully_on_sigterm()
         runtime = app.writer_runtime
         token = self.request.id
+        lease_s = runtime.settings.writer_lease_s
         if _stopping.is_set():
             return {"slot": slot, "status": "pool process is stopping"}
         # A redelivery of this very task (its worker died) holds the same token: it resumes.
-        if not runtime.leases.acquire(slot, token):
-            return {"slot": slot, "status": "slot held by another drain"}
+        acquired = _until_redis_answers(
+            lambda: runtime.leases.acquire(slot, token), for_s=lease_s, what="taking the slot"
+        )
+        if not acquired:
+            return {"slot": slot, "status": "slot held by another drain, or Redis away"}
 
         def pass_on() -> None:
             if _stopping.is_set():  # shutting down: the watchdog restarts the chain later
-                runtime.leases.release(slot, token)
+                _until_redis_answers(
+                    lambda: runtime.leases.release(slot, token), for_s=1, what="releasing"
+                )
                 return
             successor = str(uuid.uuid4())
-            if runtime.leases.handover(slot, token, successor):
-                drain.apply_async(args=(slot,), task_id=successor)
+            handed = _until_redis_answers(
+                lambda: runtime.leases.handover(slot, token, successor),
+                for_s=lease_s,
+                what="handing the slot over",
+            )
+            if handed:
+                _until_redis_answers(
+                    lambda: drain.apply_async(args=(slot,), task_id=successor),
+                    for_s=lease_s,
+                    what="sending the next drain",
+                )
 
         try:
             report = runtime.writer.drain(
@@ -84,10 +127,12 @@ def register(app: AuditlogCelery) -> None:
             super().__init__(worker, **kwargs)
             self._timer_ref: Any = None
             self._shutting_down = False
+            self._worker: Any = None
 
         def start(self, worker: Any) -> None:
             # From the first signal of a shutdown on, no new chain is started: the drains
             # running finish their batch and release their slots.
+            self._worker = worker
             worker_shutting_down.connect(self._on_shutdown, weak=False)
             self._check()
             self._timer_ref = worker.timer.call_repeatedly(WATCHDOG_INTERVAL_S, self._check)
@@ -99,6 +144,14 @@ def register(app: AuditlogCelery) -> None:
 
         def _on_shutdown(self, **kwargs: Any) -> None:
             self._shutting_down = True
+            # A SIGTERM sent to this process alone (docker and Kubernetes signal PID 1; honcho
+            # and systemd signal the whole group) would leave the drains running to their
+            # deadline and passing their slots on. Passed to the pool processes, it makes
+            # them finish the batch in hand and release their slots, as a group signal does.
+            pool = getattr(self._worker, "pool", None)
+            for pid in pool.info.get("processes", []) if pool is not None else []:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
 
         def _check(self) -> None:
             if self._shutting_down:

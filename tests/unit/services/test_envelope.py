@@ -53,6 +53,12 @@ class TestAccepted:
         assert event is not None
         assert event["actor"]["email"] == "a@b"
 
+    def test_indexed_context_value_up_to_its_limit(self):
+        raw = valid(context={"trace_id": "t" * 256, "note": "n" * 1000})
+        event, errors = check_event(raw, 0, NOW, Limits(max_string_chars=1000))
+        assert errors == []
+        assert event is not None
+
     def test_skew_is_allowed_up_to_the_limit(self):
         event, _ = check_event(valid(occurred_at="2026-06-01T12:04:59Z"), 0, NOW, LIMITS)
         assert event is not None
@@ -85,6 +91,9 @@ class TestRefused:
             ({"data": {"n": -(2**53)}}, "data.n"),
             ({"data": {"a": [{"b": [{"c": {"d": 1}}]}]}}, "data.a.0.b.0.c"),
             ({"context": {"ip": "\x00"}}, "context.ip"),
+            # Indexed: a btree entry cannot hold more (the writer could never store it).
+            ({"context": {"trace_id": "t" * 257}}, "context.trace_id"),
+            ({"context": {"trace_id": {"id": "t"}}}, "context.trace_id"),
         ],
     )
     def test_rule(self, overrides: dict[str, Any], field: str):

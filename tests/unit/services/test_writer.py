@@ -10,23 +10,33 @@ from typing import Any
 
 import orjson
 
+from auditlog.errors import Unavailable
 from auditlog.services.writer import BatchWriter
 from auditlog.storage.events import StoreRejected, StoreUnavailable, WriteResult
 from auditlog.storage.stream import Entry
 
 
 class FakeStream:
-    def __init__(self, payloads: list[bytes]):
+    """Redis is away for the first `outages[op]` calls of an operation."""
+
+    def __init__(self, payloads: list[bytes], outages: dict[str, int] | None = None):
         self.waiting = [Entry(f"{i}-0", p) for i, p in enumerate(payloads)]
         self.pending: dict[str, Entry] = {}
         self.deliveries_by_id: dict[str, int] = {}
         self.acked: list[str] = []
         self.dead: list[tuple[str, str]] = []
+        self.outages = dict(outages or {})
+
+    def _maybe_away(self, operation: str) -> None:
+        if self.outages.get(operation, 0) > 0:
+            self.outages[operation] -= 1
+            raise Unavailable(f"Redis does not answer ({operation})")
 
     def ensure_group(self) -> None:
-        pass
+        self._maybe_away("ensure_group")
 
     def read(self, consumer: str, count: int, block_ms: int, *, pending: bool) -> list[Entry]:
+        self._maybe_away("read")
         if pending:
             batch = list(self.pending.values())[:count]
         else:
@@ -43,6 +53,7 @@ class FakeStream:
         return self.deliveries_by_id[entry_id]
 
     def ack(self, entry_ids: list[str]) -> None:
+        self._maybe_away("ack")
         for entry_id in entry_ids:
             self.pending.pop(entry_id)
         self.acked += entry_ids
@@ -104,7 +115,14 @@ def payload(i: int, type_: str = "a.b") -> bytes:
     )
 
 
-def run(stream: FakeStream, store: FakeStore, *, batch_max: int = 100, until: float = 10.0) -> Any:
+def run(
+    stream: FakeStream,
+    store: FakeStore,
+    *,
+    batch_max: int = 100,
+    until: float = 10.0,
+    keep_going: Any = lambda: True,
+) -> Any:
     clock = Clock()
     writer = BatchWriter(
         stream,
@@ -116,7 +134,7 @@ def run(stream: FakeStream, store: FakeStore, *, batch_max: int = 100, until: fl
         clock=clock,
         sleep=clock.sleep,
     )
-    return writer.drain("c", deadline=until, keep_going=lambda: True)
+    return writer.drain("c", deadline=until, keep_going=keep_going)
 
 
 class TestBatchWriter:
@@ -173,3 +191,48 @@ class TestBatchWriter:
         report = run(stream, store)
         assert store.rows == ["id-1", "id-2"]
         assert report.duplicates == 1
+
+
+class TestRedisAway:
+    """Redis not answering is waited out within the drain, like a database outage: the
+    drain (and so the slot's chain and lease) survives a Redis restart."""
+
+    def test_reads_are_retried(self):
+        stream = FakeStream([payload(i) for i in range(10)], outages={"ensure_group": 1, "read": 3})
+        store = FakeStore()
+        report = run(stream, store)
+        assert report.retries == 4
+        assert len(store.rows) == 10
+        assert len(stream.acked) == 10
+
+    def test_an_ack_lost_after_commit_is_a_duplicate_later(self):
+        stream = FakeStream([payload(i) for i in range(10)], outages={"ack": 1})
+        store = FakeStore()
+        report = run(stream, store)
+        assert store.rows == [f"id-{i}" for i in range(10)]  # once each
+        assert report.stored == 10
+        assert report.duplicates == 10  # read again from the pending list, skipped
+        assert sorted(stream.acked) == sorted(f"{i}-0" for i in range(10))
+        assert not stream.pending
+
+    def test_a_lease_that_cannot_be_renewed_for_now_is_tried_again(self):
+        answers = iter([Unavailable("away"), Unavailable("away")])
+
+        def keep_going() -> bool:
+            failure = next(answers, None)
+            if failure is not None:
+                raise failure
+            return True
+
+        stream = FakeStream([payload(i) for i in range(10)])
+        store = FakeStore()
+        report = run(stream, store, keep_going=keep_going)
+        assert report.retries == 2
+        assert len(store.rows) == 10
+
+    def test_redis_away_past_the_deadline_ends_the_drain(self):
+        stream = FakeStream([payload(i) for i in range(10)], outages={"read": 1000})
+        store = FakeStore()
+        report = run(stream, store, until=3.0)
+        assert store.rows == []
+        assert 3 <= report.retries < 10  # backing off, not spinning
