@@ -1,8 +1,10 @@
 """Load a large log straight into the database (COPY-speed SQL, no API, no queue), then give
 it what the writer would have: tree strata and a signed head, and hourly counts.
 
-The events are synthetic but shaped like real ones (20 services, 20 types in dotted
-families, 10,000 actors, a million subjects, ~450-byte JSON), spread evenly over 30 days.
+The events are synthetic but shaped like real ones: 20 services each sending 4 of 20 types
+(in dotted families), the action following from the type, 97 % successes, each service
+writing with its own key, 10,000 actors, a million subjects, ~450-byte JSON, spread evenly
+over 30 days.
 Their leaf hashes are stand-ins (this log is for the query benchmark; `auditlog verify` on it
 would report every leaf), and the tree is built over those stand-ins.
 """
@@ -17,6 +19,28 @@ from sqlalchemy import create_engine, text
 
 from auditlog.settings import Settings
 
+ACTIONS = [
+    "create",
+    "deactivate",
+    "bill",
+    "correlate",
+    "update",
+    "send",
+    "pay",
+    "void",
+    "capture",
+    "refund",
+    "fail",
+    "login",
+    "logout",
+    "challenge",
+    "grant",
+    "revoke",
+    "request",
+    "download",
+    "change",
+    "rotate",
+]
 TYPES = [
     "customer.account.created",
     "customer.account.deactivated",
@@ -44,9 +68,11 @@ _INSERT = text(
     INSERT INTO events (occurred_at, id, seq, received_at, type, service, publisher, action,
                         outcome, actor, subject, context, data, leaf_hash)
     SELECT at.t, gen_random_uuid(), :base + i, at.t + interval '150 milliseconds',
-           (CAST(:types AS text[]))[1 + i % 20], 'svc-' || ((i / 20) % 20), 'bench-loader',
-           (ARRAY['create', 'bill', 'correlate', 'deactivate', 'login'])[1 + i % 5],
-           (ARRAY['success', 'success', 'success', 'failure', 'unknown'])[1 + (i / 7) % 5],
+           (CAST(:types AS text[]))[1 + (4 * (i % 20) + (i / 20) % 4) % 20], 'svc-' || (i % 20),
+           'writer-svc-' || (i % 20),
+           (CAST(:actions AS text[]))[1 + (4 * (i % 20) + (i / 20) % 4) % 20],
+           CASE WHEN i % 50 = 0 THEN 'failure' WHEN i % 97 = 0 THEN 'unknown'
+                ELSE 'success' END,
            jsonb_build_object('type', 'user', 'id', 'u-' || (i % 10000)),
            jsonb_build_object('type', 'customer', 'id', 'c-' || (i % 1000000)),
            jsonb_build_object('host', 'h-' || (i % 50), 'ip', '10.0.' || (i % 250) || '.'
@@ -80,6 +106,7 @@ def load(
                 {
                     "base": base,
                     "types": TYPES,
+                    "actions": ACTIONS,
                     "lo": lo,
                     "hi": hi,
                     "t0": t0,

@@ -234,7 +234,9 @@ def write(r: dict[str, Any], docs: Path) -> None:
         f"hypertable, same indexes, {db['events']:,} events in batches of 2,000, one "
         f"connection, no HTTP, no queue | {db['copy_dedupe']:,.0f} events/s; with the "
         f"writer's whole transaction (leaf hashes, tree, signed head, hourly counts) "
-        f"{db['writer_transaction']:,.0f} events/s |",
+        f"{db['writer_transaction']:,.0f} events/s, against {db['writer_without_chain']:,.0f} "
+        f"for the same transaction without the chain (the chain costs "
+        f"{1 - db['chain_ratio']:.0%}) |",
         f"| 2 | HTTP limit | `bench/bare_app.py` (Falcon, 202), same gunicorn config, same "
         f"nginx | {r['http_limit']['rate']:,.0f} requests/s, p99 {r['http_limit']['p99_ms']:.1f}"
         " ms |",
@@ -248,7 +250,10 @@ def write(r: dict[str, Any], docs: Path) -> None:
         f"it | {r['single_ingest']['saturated']['rate']:,.0f} requests/s; at "
         f"{r['single_ingest']['half_load']['rate']:,.0f}/s the 202 takes p50 "
         f"{r['single_ingest']['half_load']['p50_ms']:.1f} ms, p99 "
-        f"{r['single_ingest']['half_load']['p99_ms']:.1f} ms |",
+        f"{r['single_ingest']['half_load']['p99_ms']:.1f} ms (4 connections; with 16, which "
+        "autocannon fires in bursts of 16: p50 "
+        f"{r['single_ingest']['half_load_16_connections']['p50_ms']:.1f} ms, p99 "
+        f"{r['single_ingest']['half_load_16_connections']['p99_ms']:.1f} ms) |",
         f"| 6 | lag | a probe posts an event every 100 ms during the half-load run and polls "
         f"the database for it | p50 {r['lag']['p50_ms']:.0f} ms, p99 {r['lag']['p99_ms']:.0f} "
         f"ms ({r['lag']['samples']} probes) |",
@@ -278,6 +283,24 @@ def write(r: dict[str, Any], docs: Path) -> None:
         lines.append(
             f"| {kind} | {r['rss_after_ingest'][kind]} | {r['rss_after_queries'].get(kind, '-')} |"
         )
+    if "strict_ack" in r:
+        lines += [
+            "",
+            "Strict acknowledgement (`AUDITLOG_ACK_FSYNC`), single events, stream in a Redis of "
+            "its own with its append-only file:",
+            "",
+            "| Redis | saturation | 202 at half load (p50 / p99) |",
+            "|---|---|---|",
+        ]
+        labels = {
+            "aof_everysec": "appendonly yes, appendfsync everysec (compose)",
+            "ack_fsync_always": "appendfsync always + AUDITLOG_ACK_FSYNC=true",
+        }
+        for name, figures in r["strict_ack"].items():
+            lines.append(
+                f"| {labels.get(name, name)} | {figures['saturated']['rate']:,.0f} requests/s | "
+                f"{figures['half_load']['p50_ms']:.1f} / {figures['half_load']['p99_ms']:.1f} ms |"
+            )
     lines += [
         "",
         "## Commands",

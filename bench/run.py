@@ -32,13 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 import orjson
 import requests
-from alembic import command
 from sqlalchemy import Engine, create_engine, text
 from tests import factories
 from tests.helpers import WorkerProcess, clear_redis, seal_tree, wait_for
 from tests.topology import ApiInstance, NginxProcess
 
-from auditlog.cli import alembic_config, drop_database, migrate, setup_database
+from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner, generate_key
 from auditlog.services.auth import KeyAdmin
 from auditlog.settings import Settings
@@ -145,28 +144,30 @@ def settle(engine: Engine, run: Run, label: str) -> None:
 def database_limit(run: Run) -> None:
     say("1. database limit: bulk insert with dedupe, no HTTP, no queue")
     events = 50_000 if run.quick else 200_000
-    plain = Settings.from_env(
-        database_url="postgresql://127.0.0.1:5432/auditlog_bench_plain",
-        signing_key_path=run.settings.signing_key_path,
-    )
-    chained = Settings.from_env(
-        database_url="postgresql://127.0.0.1:5432/auditlog_bench_chain",
-        signing_key_path=run.settings.signing_key_path,
-    )
-    for s in (plain, chained):
+    databases = {
+        name: Settings.from_env(
+            database_url=f"postgresql://127.0.0.1:5432/auditlog_bench_{name}",
+            signing_key_path=run.settings.signing_key_path,
+        )
+        for name in ("copy", "nochain", "chain")
+    }
+    for s in databases.values():
         drop_database(s)
         setup_database(s)
-    command.upgrade(alembic_config(plain), "0004")
-    migrate(chained)
+        migrate(s)
+    engines = {name: create_engine(s.url_for("writer")) for name, s in databases.items()}
+    store = EventStore(engines["chain"], engines["chain"], HeadSigner.from_file(key_path(run)))
+    variants: dict[str, Callable[[list[dict[str, Any]]], Any]] = {
+        # The database limit: lock, dedupe, number, COPY into the same hypertable.
+        "copy_dedupe": lambda b: unchained_write(engines["copy"], b),
+        # The writer's transaction without the integrity chain (hourly counts kept).
+        "writer_without_chain": lambda b: unchained_write(engines["nochain"], b, counts=True),
+        # The writer's whole transaction: leaves, tree strata, signed head, counts.
+        "writer_transaction": store.write,
+    }
     out: dict[str, Any] = {}
-    plain_engine = create_engine(plain.url_for("writer"))
-    chain_engine = create_engine(chained.url_for("writer"))
-    store = EventStore(chain_engine, chain_engine, HeadSigner.from_file(key_path(run)))
     try:
-        for name, write in (
-            ("copy_dedupe", lambda b: unchained_write(plain_engine, b)),
-            ("writer_transaction", store.write),
-        ):
+        for name, write in variants.items():
             batch = [stored_form(e) for e in factories.events(events)]
             started = time.perf_counter()
             for i in range(0, len(batch), 2000):
@@ -174,11 +175,12 @@ def database_limit(run: Run) -> None:
             out[name] = events / (time.perf_counter() - started)
             say(f"   {name}: {out[name]:,.0f} events/s")
     finally:
-        plain_engine.dispose()
-        chain_engine.dispose()
-        for s in (plain, chained):
+        for engine in engines.values():
+            engine.dispose()
+        for s in databases.values():
             drop_database(s)
     out["events"] = events
+    out["chain_ratio"] = out["writer_transaction"] / out["writer_without_chain"]
     run.results["database_limit"] = out
 
 
@@ -278,11 +280,14 @@ def ingest(run: Run, engine: Engine) -> None:
         settle(engine, run, "saturation")
         probe = LagProbe(nginx.url("/v1/events"), run, engine)
         probe.start()
+        # Four connections carry half the rate at a few ms each. autocannon fires all its
+        # connections together at each tick of --overallRate, so more connections make
+        # bursts of that many requests at once: measured too, and reported beside it.
         half = tools.autocannon(
             url,
             event_body(1),
             rate=saturated.rate / 2,
-            connections=16,
+            connections=4,
             seconds=run.duration,
             headers=run.headers,
         )
@@ -291,9 +296,20 @@ def ingest(run: Run, engine: Engine) -> None:
             f"   half load {half.rate:,.0f} requests/s: 202 p50 {half.p50_ms:.1f} ms, "
             f"p99 {half.p99_ms:.1f} ms"
         )
+        settle(engine, run, "half load")
+        bursty = tools.autocannon(
+            url,
+            event_body(1),
+            rate=saturated.rate / 2,
+            connections=16,
+            seconds=run.duration,
+            headers=run.headers,
+        )
+        say(f"   (16 connections: p50 {bursty.p50_ms:.1f} ms, p99 {bursty.p99_ms:.1f} ms)")
         run.results["single_ingest"] = {
             "saturated": saturated.as_dict(),
             "half_load": half.as_dict(),
+            "half_load_16_connections": bursty.as_dict(),
         }
         say("6. lag from 202 to queryable, at half load")
         run.results["lag"] = {
@@ -571,6 +587,51 @@ def soak(run: Run, engine: Engine) -> None:
     )
 
 
+# --- 10. strict acknowledgement -------------------------------------------------------------
+def strict_ack(run: Run, engine: Engine) -> None:
+    """Single-event ingest with the stream in a Redis of its own that persists (AOF): fsync
+    once a second (production's compose), then AUDITLOG_ACK_FSYNC with appendfsync always."""
+    from tests.faults.servers import RedisProcess  # noqa: PLC0415 - a test helper, bench only
+
+    say("10. strict acknowledgement: AOF everysec, then AUDITLOG_ACK_FSYNC (appendfsync always)")
+    server = RedisProcess(LOGS / f"redis-{uuid.uuid4().hex[:6]}", appendonly=True).start()
+    out: dict[str, Any] = {}
+    try:
+        for name, ack in (("aof_everysec", False), ("ack_fsync_always", True)):
+            if ack:
+                with server.client() as client:
+                    client.config_set("appendfsync", "always")
+            own = run.settings.model_copy(
+                update={
+                    "redis_url": server.url,
+                    "broker_url": run.settings.celery_broker_url,
+                    "ack_fsync": ack,
+                }
+            )
+            with topology(own) as (nginx, _):
+                url = nginx.url("/v1/events")
+                tools.wrk(url, event_body(1), connections=8, seconds=3, headers=run.headers)
+                saturated = tools.wrk(
+                    url, event_body(1), connections=32, seconds=run.duration, headers=run.headers
+                )
+                half = tools.autocannon(
+                    url,
+                    event_body(1),
+                    rate=saturated.rate / 2,
+                    connections=4,
+                    seconds=run.duration,
+                    headers=run.headers,
+                )
+                out[name] = {"saturated": saturated.as_dict(), "half_load": half.as_dict()}
+                say(
+                    f"   {name}: {saturated.rate:,.0f} requests/s; at half load p50 "
+                    f"{half.p50_ms:.1f} ms, p99 {half.p99_ms:.1f} ms"
+                )
+    finally:
+        server.kill()
+    run.results["strict_ack"] = out
+
+
 # --- the run --------------------------------------------------------------------------------
 def prepare(quick: bool) -> Run:
     key = LOGS / "signing-key.pem"
@@ -620,6 +681,7 @@ def main() -> None:
         lambda: large_log(run, engine),
         lambda: ingest(run, engine),
         lambda: queries(run, engine),
+        lambda: strict_ack(run, engine),
         lambda: soak(run, engine),
     ]
     try:

@@ -260,11 +260,20 @@ class EventStore:
         return int(size)
 
     def get(self, event_id: uuid.UUID) -> dict[str, Any] | None:
+        """One event by id: its occurred_at from the ledger, then its one chunk.
+
+        Two statements on purpose: with the time as a constant the planner excludes every
+        other chunk before planning them (a subquery would leave that to run time, after
+        planning a scan of every chunk: milliseconds on a month of daily chunks).
+        """
         route = select(event_ids.c.occurred_at).where(event_ids.c.id == event_id)
-        query = select(*_EVENT_COLUMNS).where(
-            events.c.occurred_at == route.scalar_subquery(), events.c.id == event_id
-        )
         with self._read() as conn:
+            occurred_at = conn.execute(route).scalar()
+            if occurred_at is None:
+                return None
+            query = select(*_EVENT_COLUMNS).where(
+                events.c.occurred_at == occurred_at, events.c.id == event_id
+            )
             row = conn.execute(query).first()
         return None if row is None else stored_event(row)
 
