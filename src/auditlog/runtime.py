@@ -173,6 +173,7 @@ class WriterRuntime:
             TimedEventStore(engine, engine, head_signer(settings)),
             batch_max=settings.writer_batch_max,
             block_ms=settings.writer_block_ms,
+            linger_ms=settings.writer_linger_ms,
             claim_idle_ms=int(settings.writer_claim_idle_s * 1000),
             max_attempts=settings.writer_max_attempts,
             # After each COMMIT: metrics, then the batch joins the tail cache (never

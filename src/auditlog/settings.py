@@ -74,6 +74,7 @@ class Settings(BaseModel):
     writer_slots: int = Field(default=2, ge=1)
     writer_batch_max: int = Field(default=2000, ge=1)
     writer_block_ms: int = Field(default=200, ge=1)
+    writer_linger_ms: int = Field(default=100, ge=0)
     writer_drain_s: float = Field(default=5.0, gt=0)
     writer_lease_s: float = Field(default=15.0, gt=1)
     writer_claim_idle_s: float = Field(default=60.0, gt=0)

@@ -77,6 +77,7 @@ class BatchWriter:
         block_ms: int,
         claim_idle_ms: int,
         max_attempts: int,
+        linger_ms: int = 0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_commit: Sequence[Callable[[WriteResult], None]] = (),
@@ -85,6 +86,7 @@ class BatchWriter:
         self._store = store
         self._batch_max = batch_max
         self._block_ms = block_ms
+        self._linger_s = linger_ms / 1000
         self._claim_idle_ms = claim_idle_ms
         self._max_attempts = max_attempts
         self._clock = clock
@@ -128,6 +130,7 @@ class BatchWriter:
                             entries = self._stream.read(
                                 consumer, self._batch_max, self._block_ms, pending=False
                             )
+                            entries = self._fill(consumer, entries, deadline)
                     if entries and self._write(run, entries):
                         own_pending = True  # something was left pending: try it again first
                     delay = 0.1
@@ -145,6 +148,20 @@ class BatchWriter:
         except _Stop:
             pass
         return run.report
+
+    def _fill(self, consumer: str, entries: list[Entry], deadline: float) -> list[Entry]:
+        """Linger a moment after a short read and take what arrived meanwhile.
+
+        A batch's transaction costs about the same for 5 events as for 500 (the lock, the
+        tree head, its signature, the commit), so at a moderate rate of single events,
+        writing each read at once spends most of the worker's CPU on tiny transactions.
+        A few tens of milliseconds of waiting turn them into a few large ones.
+        """
+        if not entries or len(entries) >= self._batch_max or self._linger_s <= 0:
+            return entries
+        self._sleep(max(0.0, min(self._linger_s, deadline - self._clock())))
+        more = self._stream.read(consumer, self._batch_max - len(entries), None, pending=False)
+        return entries + more
 
     def _write(self, run: _Run, entries: list[Entry]) -> bool:
         """Write entries; True if some were left pending to be retried."""

@@ -7,10 +7,11 @@ one consumer, so a writer that dies leaves its entries pending, to be read again
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -26,31 +27,59 @@ GROUP = "writers"
 # trusted before it is asked again (CONFIG SET can change it while Redis runs).
 PERSISTENCE_CHECK_S = 10.0
 
-# Check the backlog and append in one atomic step: either every event of a request is in
-# the stream or none is.
-# One round trip per request: spend the sender's rate-limit token (KEYS[2]; no rate given:
-# no limit), check the backlog, append. A negative answer is the wait in ms of an empty
-# bucket; false is a full backlog.
+# The appends of several requests in one round trip (see Coalescer). For each request, in
+# order: spend its sender's rate-limit token (KEYS[1 + i]; no rate given: no limit), check
+# the backlog, append all of its events or none. The answer holds one reply per request: the
+# entry ids, the wait in ms (negated) of an empty bucket, or 0 for a full backlog.
+# ARGV: backlog limit, then per request: request id, rate, burst, n, then its n payloads.
 _APPEND = (
     BUCKET_LUA
     + """
-if ARGV[3] ~= '' then
-  local wait = take(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
-  if wait > 0 then return -wait end
-end
-local n = #ARGV - 4
-if redis.call('XLEN', KEYS[1]) + n > tonumber(ARGV[1]) then return false end
-local ids = {}
-for i = 5, #ARGV do
-  if ARGV[2] == '' then
-    ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-  else
-    ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'r', ARGV[2])
+local limit = tonumber(ARGV[1])
+local depth = redis.call('XLEN', KEYS[1])
+local replies = {}
+local at = 2
+for r = 2, #KEYS do
+  local rid, rate, burst, n = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
+  local first = at + 4
+  at = first + n
+  local reply = nil
+  if rate ~= '' then
+    local wait = take(KEYS[r], tonumber(rate), tonumber(burst))
+    if wait > 0 then reply = -wait end
   end
+  if reply == nil and depth + n > limit then reply = 0 end
+  if reply == nil then
+    reply = {}
+    for i = first, at - 1 do
+      if rid == '' then
+        reply[#reply + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+      else
+        reply[#reply + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'r', rid)
+      end
+    end
+    depth = depth + n
+  end
+  replies[#replies + 1] = reply
 end
-return ids
+return replies
 """
 )
+# A group holds whole requests, up to about this many events (one request may hold more).
+GROUP_EVENTS_MAX = 2000
+
+
+@dataclass(eq=False)
+class _Append:
+    """One request's events, waiting to go to Redis with other requests' events."""
+
+    payloads: list[bytes]
+    request_id: str
+    bucket: Bucket | None
+    ready: threading.Event = field(default_factory=threading.Event)
+    leads: bool = False
+    # The entry ids, the script's refusal (an int), or what went wrong.
+    reply: list[bytes] | int | BaseException | None = None
 
 
 @contextmanager
@@ -100,6 +129,10 @@ class EventStream:
         self._append = client.register_script(_APPEND)
         self._fsync_timeout_ms = fsync_timeout_ms
         self._persistence: tuple[str, float] | None = None  # (how to wait, when checked)
+        # Requests waiting for a round trip, and whether one is under way (see append).
+        self._group_lock = threading.Lock()
+        self._waiting: list[_Append] = []
+        self._sending = False
 
     # --- producer side ---------------------------------------------------------------------
     def append(
@@ -115,47 +148,118 @@ class EventStream:
         Redis's own persistence (appendonly, see docs/DESIGN.md). Built with
         fsync_timeout_ms, returning means Redis has them on disk (fsynced), and NotDurable
         means they are queued but that was not confirmed in time.
+
+        Concurrent calls (the threads of one API process) share round trips: the first
+        caller sends its own events and those of every caller that arrives meanwhile wait
+        for the next round trip, sent by the first of them (group commit). Each request is
+        still all or nothing, refused or throttled on its own; at one request at a time
+        nothing waits. A round trip costs the API process and Redis far more CPU than the
+        events in it, so under load this is most of the ingest path's cost.
         """
-        limit = (bucket.rate_per_s, bucket.burst) if bucket else ("", "")
-        keys = [self.key, self._buckets.key(bucket.name) if bucket else self.key]
-        args: list[Any] = [self._backlog_limit, request_id or "", *limit, *payloads]
+        mine = _Append(payloads, request_id or "", bucket)
+        with self._group_lock:
+            self._waiting.append(mine)
+            mine.leads = not self._sending
+            self._sending = True
+        if not mine.leads:
+            mine.ready.wait()  # for the reply, or to lead the next round trip
+        if mine.leads:
+            self._send_next_group()
+        return self._answer(mine)
+
+    def _send_next_group(self) -> None:
+        """Send the waiting requests (the caller's first) and wake their callers; hand the
+        lead to the first of those that arrived meanwhile."""
+        with self._group_lock:
+            size = count = 0
+            for waiting in self._waiting:
+                if count and size + len(waiting.payloads) > GROUP_EVENTS_MAX:
+                    break
+                size += len(waiting.payloads)
+                count += 1
+            group, self._waiting = self._waiting[:count], self._waiting[count:]
+        try:
+            self._send(group)
+        except Exception as exc:  # every caller in the group gets it, not only this one
+            for request in group:
+                if request.reply is None:
+                    request.reply = exc
+        finally:
+            with self._group_lock:
+                successor = self._waiting[0] if self._waiting else None
+                if successor is None:
+                    self._sending = False
+                else:
+                    successor.leads = True
+            for sent in group:
+                sent.leads = False
+                sent.ready.set()
+            if successor is not None:
+                successor.ready.set()
+
+    def _send(self, group: list[_Append]) -> None:
+        """One script call for the group; each request gets its own reply."""
+        keys = [self.key]
+        args: list[Any] = [self._backlog_limit]
+        for request in group:
+            bucket = request.bucket
+            keys.append(self._buckets.key(bucket.name) if bucket else self.key)
+            limit = (bucket.rate_per_s, bucket.burst) if bucket else ("", "")
+            args += [request.request_id, *limit, len(request.payloads), *request.payloads]
+        unconfirmed: str | None = None
         try:
             if self._fsync_timeout_ms is None:
-                ids = self._append(keys=keys, args=args)
+                replies = self._append(keys=keys, args=args)
             else:
-                ids = self._append_fsynced(keys, args, self._fsync_timeout_ms)
+                replies, unconfirmed = self._append_fsynced(keys, args, self._fsync_timeout_ms)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise Unavailable(f"the event queue (Redis) does not answer: {exc}") from exc
-        if isinstance(ids, int):
-            raise Throttled(-ids / 1000)
-        if ids is None:
+            for request in group:
+                request.reply = Unavailable(f"the event queue (Redis) does not answer: {exc}")
+            return
+        for request, reply in zip(group, replies, strict=True):
+            if unconfirmed is not None and isinstance(reply, list):
+                request.reply = NotDurable(unconfirmed)
+            else:
+                request.reply = reply
+
+    def _answer(self, request: _Append) -> list[str]:
+        reply = request.reply
+        if isinstance(reply, list):
+            return [i.decode() for i in reply]
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(reply, int) and reply < 0:
+            raise Throttled(-reply / 1000)
+        if reply == 0:
             # TODO(ops): Retry-After is a constant; derive it from the drain rate and depth.
             raise Overloaded(f"more than {self._backlog_limit} events are waiting to be written", 5)
-        return [i.decode() for i in ids]
+        raise RuntimeError(f"unexpected reply of the append script: {reply!r}")
 
-    def _append_fsynced(self, keys: list[str], args: list[Any], timeout_ms: int) -> Any:
+    def _append_fsynced(
+        self, keys: list[str], args: list[Any], timeout_ms: int
+    ) -> tuple[Any, str | None]:
+        """The script's replies, and why the appended events are not confirmed on disk
+        (None: they are)."""
         if self._wait_for_disk() == "always":
             # appendfsync always: Redis writes and fsyncs its AOF before it sends any reply,
             # so the script's answer is the confirmation.
-            return self._append(keys=keys, args=args)
+            return self._append(keys=keys, args=args), None
         # WAITAOF waits for this connection's own writes: one pipeline, one connection.
         with self._redis.pipeline(transaction=False) as pipe:
             self._append(keys=keys, args=args, client=pipe)
             pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
-            ids, fsynced = pipe.execute(raise_on_error=False)
-        if isinstance(ids, Exception):
-            raise ids
-        if ids is None or isinstance(ids, int):  # refused (backlog full, rate limit): none queued
-            return ids
+            replies, fsynced = pipe.execute(raise_on_error=False)
+        if isinstance(replies, Exception):
+            raise replies
         if isinstance(fsynced, Exception):  # e.g. appendonly switched off meanwhile
             self._persistence = None
-            raise NotDurable(f"the events are queued, but Redis cannot confirm them: {fsynced}")
+            return replies, f"the events are queued, but Redis cannot confirm them: {fsynced}"
         if int(fsynced[0]) < 1:
-            raise NotDurable(
+            return replies, (
                 f"the events are queued, but Redis did not confirm them on disk within "
                 f"{timeout_ms} ms"
             )
-        return ids
+        return replies, None
 
     def _wait_for_disk(self) -> str:
         """How to know an append is on disk: "waitaof" or "always"; Unavailable if this
@@ -211,8 +315,11 @@ class EventStream:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def read(self, consumer: str, count: int, block_ms: int, *, pending: bool) -> list[Entry]:
-        """Read new entries (blocking up to block_ms), or this consumer's own pending ones."""
+    def read(
+        self, consumer: str, count: int, block_ms: int | None, *, pending: bool
+    ) -> list[Entry]:
+        """Read new entries (blocking up to block_ms; None: what is there now), or this
+        consumer's own pending ones."""
         with answering("XREADGROUP"):
             try:
                 reply = self._redis.xreadgroup(

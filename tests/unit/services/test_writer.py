@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from auditlog.errors import Unavailable
 from auditlog.services.writer import BatchWriter
@@ -122,19 +123,85 @@ def run(
     batch_max: int = 100,
     until: float = 10.0,
     keep_going: Any = lambda: True,
+    linger_ms: int = 0,
+    clock: Clock | None = None,
 ) -> Any:
-    clock = Clock()
+    clock = clock or Clock()
     writer = BatchWriter(
         stream,
         store,
         batch_max=batch_max,
         block_ms=1,  # type: ignore[arg-type]
+        linger_ms=linger_ms,
         claim_idle_ms=1000,
         max_attempts=3,
         clock=clock,
         sleep=clock.sleep,
     )
     return writer.drain("c", deadline=until, keep_going=keep_going)
+
+
+class ArrivingStream(FakeStream):
+    """Events arrive between the first read and the next: as a busy producer's would."""
+
+    def __init__(self, payloads: list[bytes], later: list[bytes]):
+        super().__init__(payloads)
+        self.later = later
+        self.reads = 0
+
+    def read(self, consumer: str, count: int, block_ms: int, *, pending: bool) -> list[Entry]:
+        if not pending:
+            self.reads += 1
+            if self.reads == 2:
+                first = len(self.waiting) + len(self.pending) + len(self.acked)
+                self.waiting += [Entry(f"{first + i}-0", p) for i, p in enumerate(self.later)]
+        return super().read(consumer, count, block_ms, pending=pending)
+
+
+class SleepLog(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        super().sleep(seconds)
+
+
+class TestLinger:
+    """After a short read the writer waits a moment for more: fewer, larger transactions."""
+
+    def test_what_arrives_while_lingering_joins_the_batch(self):
+        stream = ArrivingStream([payload(i) for i in range(3)], [payload(i) for i in range(3, 10)])
+        clock = SleepLog()
+        store = FakeStore()
+        report = run(stream, store, linger_ms=50, clock=clock, until=1.0)
+        assert store.rows == [f"id-{i}" for i in range(10)]
+        assert report.batches == 1
+        assert report.largest_batch == 10
+        assert clock.slept[0] == pytest.approx(0.05)
+
+    def test_without_linger_each_read_is_a_batch(self):
+        stream = ArrivingStream([payload(i) for i in range(3)], [payload(i) for i in range(3, 10)])
+        clock = SleepLog()
+        store = FakeStore()
+        report = run(stream, store, clock=clock, until=1.0)
+        assert store.rows == [f"id-{i}" for i in range(10)]
+        assert report.batches == 2
+        assert clock.slept == []
+
+    def test_a_full_read_is_written_at_once(self):
+        stream = FakeStream([payload(i) for i in range(250)])
+        clock = SleepLog()
+        report = run(stream, FakeStore(), batch_max=100, linger_ms=50, clock=clock, until=1.0)
+        assert report.batches == 3
+        assert clock.slept == [pytest.approx(0.05)]  # only the last, short read waited
+
+    def test_the_linger_never_passes_the_deadline(self):
+        stream = FakeStream([payload(0)])
+        clock = SleepLog()
+        run(stream, FakeStore(), linger_ms=5000, clock=clock, until=0.5)
+        assert 0 < clock.slept[0] <= 0.5
 
 
 class TestBatchWriter:
