@@ -29,8 +29,7 @@ test:  ## Set up, then run the whole suite against the real stack
 bench:  ## Measure against the limits and a naive peer (~30 min); writes docs/benchmarks.md
 	SKIP_DB_SETUP=1 bash scripts/setup.sh
 	$(BIN)/pip install -q -e '.[serve,dev,bench]'
-	command -v wrk >/dev/null || apt-get install -y -qq wrk
-	cd bench && npm install --no-audit --no-fund --silent
+	command -v wrk >/dev/null && command -v hey >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk hey)
 	$(BIN)/python bench/run.py
 
 test-faults:  ## Only the fault-injection suite; rewrites its table in docs/faults.md

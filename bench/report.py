@@ -203,6 +203,101 @@ def _plots(r: dict[str, Any], out: Path) -> list[str]:
     return names
 
 
+API = "API (gunicorn)"
+
+
+def _by_share(profile: dict[str, float]) -> dict[str, float]:
+    return dict(sorted(profile.items(), key=lambda kv: -kv[1]))
+
+
+BACKEND = ("Redis", "writer (Celery)", "PostgreSQL")
+
+
+def _analysis(r: dict[str, Any]) -> list[str]:
+    """What bounds single-event ingest, in this run's own figures."""
+    ours = r["single_ingest"]["saturated"].get("cpu_us_per_request")
+    bare = r["http_limit"].get("cpu_us_per_request")
+    peer = r["naive_peer"].get("cpu_us_per_request")
+    if not (ours and bare and peer):
+        return []
+    profile = _by_share(r["single_ingest"]["saturated"].get("profile", {}))
+    backend = sum(ours.get(k, 0) for k in BACKEND)
+    top = ", ".join(f"{part} {share:.0%}" for part, share in list(profile.items())[:4])
+    single = r["single_ingest"]["saturated"]["rate"]
+    return [
+        "",
+        "## What bounds single-event ingest",
+        "",
+        f"Both cores are busy at saturation, so a run's rate is set by the CPU it spends per "
+        f"request (table above). The bare app's gunicorn workers spend {bare.get(API, 0):,} µs "
+        f"a request; auditlog's spend {ours.get(API, 0):,} µs: parsing and checking the event, "
+        f"the key, the Redis round trip, the log line and the metrics, all in Python, under "
+        f"the GIL, in threads that hand the GIL over at every wait. Behind the API, Redis, "
+        f"the writer and PostgreSQL together spend {backend:,} µs an event, against "
+        f"{peer.get('PostgreSQL', 0):,} µs in PostgreSQL alone for the naive peer's one "
+        f"INSERT; the naive peer's own workers spend {peer.get(API, 0):,} µs, doing less "
+        f"than ours (no validation, no key, no log line, no metrics). The profile of one API "
+        f"worker ({top}) has no single hot spot left to remove: its largest part is gunicorn's "
+        f"own request handling, which the bare app pays too.",
+        "",
+        "So the bound is the API tier's Python CPU per request, not the writer and not the "
+        "database: batches of 500 reach "
+        f"{r['batch_ingest']['events_per_s']:,.0f} events/s on the same machine "
+        f"({r['batch_ingest']['events_per_s'] / max(single, 1):.0f}× the single-event rate), "
+        "because the per-request cost is paid once per 500 events. What was done about it: "
+        "concurrent POSTs of one process share one Redis script call (group commit), the "
+        "writer lingers after a short read so that single events are written in batches of "
+        "hundreds instead of a few (before that change the writer and PostgreSQL spent about "
+        "three times as much per event), one Redis round trip per request at most, logs "
+        "rendered straight to bytes. What would lift it further: the API tier is stateless, "
+        "so more cores or more hosts behind nginx scale it linearly (the writer and "
+        "PostgreSQL have room: see the batch figures); producers that can batch should (a "
+        "client library that buffers for a few milliseconds would give single-event "
+        "producers the batch path's cost).",
+    ]
+
+
+def _cpu_section(r: dict[str, Any]) -> list[str]:
+    """Where the two cores went, per request, for each single-event run; and the profile."""
+    runs = {
+        "bare Falcon (HTTP limit)": r["http_limit"].get("cpu_us_per_request"),
+        "naive peer (Flask + INSERT)": r["naive_peer"].get("cpu_us_per_request"),
+        "auditlog, single events": r["single_ingest"]["saturated"].get("cpu_us_per_request"),
+        "auditlog, batches of 500 (per event)": r["batch_ingest"].get("cpu_us_per_event"),
+    }
+    runs = {name: cpu for name, cpu in runs.items() if cpu}
+    if not runs:
+        return []
+    kinds = sorted({k for cpu in runs.values() for k in cpu}, key=lambda k: (k == "other", k))
+    lines = [
+        "",
+        "## Where the CPU goes",
+        "",
+        "CPU time (user + system, µs) that each kind of process spent per request while wrk "
+        "saturated the service, read from /proc before and after; for the batch run, per "
+        "event, to the last commit. Two cores give 2,000,000 µs a second: a run's rate is "
+        "about 2,000,000 / its total.",
+        "",
+        "| run | " + " | ".join(kinds) + " | total |",
+        "|---|" + "---|" * (len(kinds) + 1),
+    ]
+    for name, cpu in runs.items():
+        cells = [f"{cpu.get(k, 0):,}" for k in kinds]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {sum(cpu.values()):,} |")
+    profile = _by_share(r["single_ingest"]["saturated"].get("profile", {}))
+    if profile:
+        lines += [
+            "",
+            "One API worker's Python time during that run (py-spy, samples taken while it "
+            "held the GIL, by the innermost frame of a known part):",
+            "",
+            "| part | share |",
+            "|---|---|",
+            *(f"| {part} | {share:.0%} |" for part, share in profile.items()),
+        ]
+    return lines
+
+
 def write(r: dict[str, Any], docs: Path) -> None:
     plots = _plots(r, docs / "benchmarks")
     env = r["environment"]
@@ -246,14 +341,13 @@ def write(r: dict[str, Any], docs: Path) -> None:
         f"{r['batch_ingest']['seconds']:.0f} s, counted to the last row committed | "
         f"{r['batch_ingest']['events_per_s']:,.0f} events/s "
         f"({r['batch_ingest']['events_accepted']:,} events) |",
-        f"| 5 | single-event ingest | 32 connections (saturation), then autocannon at half of "
-        f"it | {r['single_ingest']['saturated']['rate']:,.0f} requests/s; at "
+        f"| 5 | single-event ingest | wrk, 32 connections (saturation), then hey at half of "
+        f"it (8 connections) | {r['single_ingest']['saturated']['rate']:,.0f} requests/s; at "
         f"{r['single_ingest']['half_load']['rate']:,.0f}/s the 202 takes p50 "
         f"{r['single_ingest']['half_load']['p50_ms']:.1f} ms, p99 "
-        f"{r['single_ingest']['half_load']['p99_ms']:.1f} ms (4 connections; with 16, which "
-        "autocannon fires in bursts of 16: p50 "
-        f"{r['single_ingest']['half_load_16_connections']['p50_ms']:.1f} ms, p99 "
-        f"{r['single_ingest']['half_load_16_connections']['p99_ms']:.1f} ms) |",
+        f"{r['single_ingest']['half_load']['p99_ms']:.1f} ms at the client (nginx's own "
+        f"request time: p50 {r['single_ingest']['half_load_nginx']['p50_ms']:.1f} ms, p99 "
+        f"{r['single_ingest']['half_load_nginx']['p99_ms']:.1f} ms) |",
         f"| 6 | lag | a probe posts an event every 100 ms during the half-load run and polls "
         f"the database for it | p50 {r['lag']['p50_ms']:.0f} ms, p99 {r['lag']['p99_ms']:.0f} "
         f"ms ({r['lag']['samples']} probes) |",
@@ -301,6 +395,8 @@ def write(r: dict[str, Any], docs: Path) -> None:
                 f"| {labels.get(name, name)} | {figures['saturated']['rate']:,.0f} requests/s | "
                 f"{figures['half_load']['p50_ms']:.1f} / {figures['half_load']['p99_ms']:.1f} ms |"
             )
+    lines += _cpu_section(r)
+    lines += _analysis(r)
     lines += [
         "",
         "## Commands",
@@ -310,6 +406,7 @@ def write(r: dict[str, Any], docs: Path) -> None:
         " ".join(r["batch_ingest"]["command"]),
         " ".join(r["single_ingest"]["saturated"]["command"]),
         " ".join(r["single_ingest"]["half_load"]["command"]),
+        "py-spy record --gil --nonblocking -r 250 -d <duration> -f raw -p <one API worker>",
         "```",
         "",
         "## Environment",

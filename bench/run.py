@@ -122,6 +122,28 @@ def event_body(count: int) -> bytes:
     return orjson.dumps(events if count > 1 else events[0])
 
 
+def saturate(
+    run: Run, url: str, body: bytes, *, apis: list[Any] | None = None
+) -> tuple[tools.LoadResult, dict[str, Any]]:
+    """wrk with 32 connections for the run's duration, and the CPU each kind of process
+    spent per request meanwhile; given the API instances, a profile of one of their workers
+    (where its Python time goes)."""
+    spy = raw = None
+    if apis:
+        raw = LOGS / f"profile-{uuid.uuid4().hex[:6]}.txt"
+        spy = tools.start_profile(tools.children(apis[0].proc.pid)[0], run.duration, raw)
+    before = tools.cpu_by_kind()
+    result = tools.wrk(url, body, connections=32, seconds=run.duration, headers=run.headers)
+    after = tools.cpu_by_kind()
+    extras: dict[str, Any] = {
+        "cpu_us_per_request": tools.cpu_per_request(before, after, result.requests)
+    }
+    if spy is not None and raw is not None:
+        spy.wait(timeout=60)
+        extras["profile"] = tools.profile_shares(raw) if raw.exists() else {}
+    return result, extras
+
+
 def stored_count(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(
@@ -194,11 +216,9 @@ def http_limit(run: Run) -> None:
     body = event_body(1)
     with topology(run.settings, "bench.bare_app:app", worker=False) as (nginx, _):
         tools.wrk(nginx.url("/v1/events"), body, connections=32, seconds=3, headers=run.headers)
-        result = tools.wrk(
-            nginx.url("/v1/events"), body, connections=32, seconds=run.duration, headers=run.headers
-        )
+        result, cpu = saturate(run, nginx.url("/v1/events"), body)
     say(f"   {result.rate:,.0f} requests/s, p99 {result.p99_ms:.1f} ms")
-    run.results["http_limit"] = result.as_dict()
+    run.results["http_limit"] = {**result.as_dict(), **cpu}
 
 
 def naive_peer(run: Run) -> None:
@@ -221,17 +241,11 @@ def naive_peer(run: Run) -> None:
             run.settings, "bench.naive_peer:app", worker=False, env={"BENCH_DATABASE_URL": url}
         ) as (nginx, _):
             tools.wrk(nginx.url("/v1/events"), body, connections=32, seconds=3, headers=run.headers)
-            result = tools.wrk(
-                nginx.url("/v1/events"),
-                body,
-                connections=32,
-                seconds=run.duration,
-                headers=run.headers,
-            )
+            result, cpu = saturate(run, nginx.url("/v1/events"), body)
     finally:
         drop_database(peer)
     say(f"   {result.rate:,.0f} requests/s, p99 {result.p99_ms:.1f} ms")
-    run.results["naive_peer"] = result.as_dict()
+    run.results["naive_peer"] = {**result.as_dict(), **cpu}
 
 
 # --- 4-6. auditlog ingest, end to end -------------------------------------------------------
@@ -246,6 +260,7 @@ def ingest(run: Run, engine: Engine) -> None:
             f"{run.duration} s, to the last row committed"
         )
         before = stored_count(engine)
+        cpu_before = tools.cpu_by_kind()
         started = time.perf_counter()
         batch = tools.wrk(
             url, event_body(500), connections=4, seconds=run.duration, headers=run.headers
@@ -258,6 +273,7 @@ def ingest(run: Run, engine: Engine) -> None:
             what="every accepted event committed",
         )
         elapsed = time.perf_counter() - started
+        cpu_after = tools.cpu_by_kind()
         stored = stored_count(engine) - before
         run.results["batch_ingest"] = {
             **batch.as_dict(),
@@ -265,6 +281,7 @@ def ingest(run: Run, engine: Engine) -> None:
             "events_stored": stored,
             "seconds_to_last_commit": elapsed,
             "events_per_s": accepted / elapsed,
+            "cpu_us_per_event": tools.cpu_per_request(cpu_before, cpu_after, accepted),
         }
         say(
             f"   {accepted / elapsed:,.0f} events/s ({accepted:,} in {elapsed:.1f} s; "
@@ -273,43 +290,27 @@ def ingest(run: Run, engine: Engine) -> None:
         settle(engine, run, "batch ingest")
 
         say("5. auditlog single-event ingest: saturation, then half of it")
-        saturated = tools.wrk(
-            url, event_body(1), connections=32, seconds=run.duration, headers=run.headers
+        apis = [p for p in processes if isinstance(p, App)]
+        saturated, cpu = saturate(run, url, event_body(1), apis=apis)
+        say(
+            f"   saturation: {saturated.rate:,.0f} requests/s; CPU µs per request "
+            f"{cpu['cpu_us_per_request']}"
         )
-        say(f"   saturation: {saturated.rate:,.0f} requests/s")
         settle(engine, run, "saturation")
         probe = LagProbe(nginx.url("/v1/events"), run, engine)
         probe.start()
-        # Four connections carry half the rate at a few ms each. autocannon fires all its
-        # connections together at each tick of --overallRate, so more connections make
-        # bursts of that many requests at once: measured too, and reported beside it.
-        half = tools.autocannon(
-            url,
-            event_body(1),
-            rate=saturated.rate / 2,
-            connections=4,
-            seconds=run.duration,
-            headers=run.headers,
-        )
+        half = half_load(nginx, run, saturated.rate)
         lags = probe.stop()
         say(
-            f"   half load {half.rate:,.0f} requests/s: 202 p50 {half.p50_ms:.1f} ms, "
-            f"p99 {half.p99_ms:.1f} ms"
+            f"   half load {half['client'].rate:,.0f} requests/s: 202 p50 "
+            f"{half['client'].p50_ms:.1f} ms, p99 {half['client'].p99_ms:.1f} ms "
+            f"(nginx's own: p50 {half['nginx']['p50_ms']:.1f} ms, "
+            f"p99 {half['nginx']['p99_ms']:.1f} ms)"
         )
-        settle(engine, run, "half load")
-        bursty = tools.autocannon(
-            url,
-            event_body(1),
-            rate=saturated.rate / 2,
-            connections=16,
-            seconds=run.duration,
-            headers=run.headers,
-        )
-        say(f"   (16 connections: p50 {bursty.p50_ms:.1f} ms, p99 {bursty.p99_ms:.1f} ms)")
         run.results["single_ingest"] = {
-            "saturated": saturated.as_dict(),
-            "half_load": half.as_dict(),
-            "half_load_16_connections": bursty.as_dict(),
+            "saturated": {**saturated.as_dict(), **cpu},
+            "half_load": half["client"].as_dict(),
+            "half_load_nginx": half["nginx"],
         }
         say("6. lag from 202 to queryable, at half load")
         run.results["lag"] = {
@@ -324,6 +325,22 @@ def ingest(run: Run, engine: Engine) -> None:
         )
         settle(engine, run, "half load")
         run.results["rss_after_ingest"] = rss_by_kind(processes)
+
+
+def half_load(nginx: NginxProcess, run: Run, saturated_rate: float) -> dict[str, Any]:
+    """Single events at half the saturating rate (hey, 8 connections), with nginx's own
+    request times for the same requests beside the client's."""
+    offset = nginx.access_log.stat().st_size
+    client = tools.hey(
+        nginx.url("/v1/events"),
+        event_body(1),
+        rate=saturated_rate / 2,
+        connections=8,
+        seconds=run.duration,
+        headers=run.headers,
+    )
+    server = tools.nginx_request_times(nginx.access_log, offset, "/v1/events")
+    return {"client": client, "nginx": summary(server)}
 
 
 class LagProbe:
@@ -614,18 +631,15 @@ def strict_ack(run: Run, engine: Engine) -> None:
                 saturated = tools.wrk(
                     url, event_body(1), connections=32, seconds=run.duration, headers=run.headers
                 )
-                half = tools.autocannon(
-                    url,
-                    event_body(1),
-                    rate=saturated.rate / 2,
-                    connections=4,
-                    seconds=run.duration,
-                    headers=run.headers,
-                )
-                out[name] = {"saturated": saturated.as_dict(), "half_load": half.as_dict()}
+                half = half_load(nginx, run, saturated.rate)
+                out[name] = {
+                    "saturated": saturated.as_dict(),
+                    "half_load": half["client"].as_dict(),
+                    "half_load_nginx": half["nginx"],
+                }
                 say(
                     f"   {name}: {saturated.rate:,.0f} requests/s; at half load p50 "
-                    f"{half.p50_ms:.1f} ms, p99 {half.p99_ms:.1f} ms"
+                    f"{half['client'].p50_ms:.1f} ms, p99 {half['client'].p99_ms:.1f} ms"
                 )
     finally:
         server.kill()

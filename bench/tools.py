@@ -8,6 +8,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-AUTOCANNON = BENCH / "node_modules" / ".bin" / "autocannon"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -93,41 +93,111 @@ def wrk(
     )
 
 
-def autocannon(
+def hey(
     url: str, body: bytes, *, rate: float, connections: int, seconds: int, headers: dict[str, str]
 ) -> LoadResult:
-    """An open-loop-ish run at a fixed overall rate: latency where the server is not full."""
+    """A run at a fixed overall rate (rate / connections per connection): latency where the
+    server is not full. hey (Go) times each request itself; Node's autocannon, tried first,
+    reported p99s of 300-600 ms at half load that nginx's own log did not see (its timers
+    ran late on the two shared cores)."""
+    workdir = Path(tempfile.mkdtemp(prefix="auditlog-hey-"))
+    body_file = workdir / "body.json"
+    body_file.write_bytes(body)
     command = [
-        str(AUTOCANNON),
-        "-m",
-        "POST",
+        "hey",
+        "-z",
+        f"{seconds}s",
         "-c",
         str(connections),
-        "-d",
-        str(seconds),
-        "--overallRate",
-        str(int(rate)),
-        "-j",
-        "-b",
-        body.decode(),
+        "-q",
+        f"{rate / connections:.2f}",
+        "-m",
+        "POST",
+        "-T",
+        headers.get("Content-Type", "application/json"),
+        "-D",
+        str(body_file),
     ]
     for name, value in headers.items():
-        command += ["-H", f"{name}={value}"]
+        if name != "Content-Type":
+            command += ["-H", f"{name}: {value}"]
     command.append(url)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    data = json.loads(out)
-    shown = [c if not c.startswith("{") and not c.startswith("[") else "<body>" for c in command]
-    shown = [c if not c.startswith("Authorization=") else "Authorization=Bearer …" for c in shown]
+    shutil.rmtree(workdir, ignore_errors=True)
+    latency = {
+        int(pct): float(secs) * 1000
+        for pct, secs in re.findall(r"^\s+(\d+)% in ([\d.]+) secs", out, re.M)
+    }
+    statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    _, _, failed = out.partition("Error distribution:")
+    failures = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s", failed, re.M))
+    requests = sum(statuses.values())
+    shown = [c if not c.startswith("Authorization:") else "Authorization: …" for c in command]
     return LoadResult(
-        command=shown,
-        requests=int(data["requests"]["total"]),
-        seconds=float(data["duration"]),
-        rate=float(data["requests"]["average"]),
-        p50_ms=float(data["latency"]["p50"]),
-        p99_ms=float(data["latency"]["p99"]),
-        errors=int(data.get("non2xx", 0)) + int(data.get("errors", 0)),
+        command=[c if c != str(body_file) else "body.json" for c in shown],
+        requests=requests,
+        seconds=float(seconds),
+        rate=float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
+        p50_ms=latency[50],
+        p99_ms=latency[99],
+        errors=requests - statuses.get(202, 0) + failures,
         raw=out,
     )
+
+
+def nginx_request_times(access_log: Path, offset: int, uri: str) -> list[float]:
+    """nginx's own $request_time (ms) of each request for `uri` in the log past `offset`:
+    the server's side of what a load generator measured."""
+    times = []
+    with access_log.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("uri") == uri:
+                times.append(float(entry["request_time"]) * 1000)
+    return times
+
+
+# --- profiles -------------------------------------------------------------------------------
+# Where a sample's time goes: the innermost frame that belongs to one of these.
+_PROFILE_PARTS = (
+    ("(redis/", "redis-py and its socket (the append round trip)"),
+    ("(structlog/", "logging (structlog)"),
+    ("(prometheus_client/", "metrics (prometheus-client)"),
+    ("(pydantic", "envelope validation (pydantic)"),
+    ("(auditlog/services/envelope.py", "envelope validation (auditlog)"),
+    ("(auditlog/", "auditlog's own code (ingest, auth, middleware)"),
+    ("(falcon/", "Falcon"),
+    ("(gunicorn/", "gunicorn (HTTP parsing, connections, its threads)"),
+)
+
+
+def start_profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy on one process for `seconds`: samples taken while it holds the GIL, i.e. where
+    its Python CPU time goes."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [spy, "record", "--gil", "--nonblocking", "-r", "250", "-d", str(seconds)]
+    command += ["-f", "raw", "-o", str(out), "-p", str(pid)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_shares(raw: Path) -> dict[str, float]:
+    """Share of a py-spy raw profile's samples by part (see _PROFILE_PARTS)."""
+    counts: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        part = "other (threading, the standard library)"
+        for frame in reversed(stack.split(";")):
+            match = next((name for key, name in _PROFILE_PARTS if key in frame), None)
+            if match:
+                part = match
+                break
+        counts[part] = counts.get(part, 0) + int(count)
+    total = sum(counts.values()) or 1
+    return {part: n / total for part, n in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -148,6 +218,45 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return int(values.get("VmRSS", 0)), int(values.get("VmHWM", 0))
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+_KINDS = (
+    ("gunicorn", "API (gunicorn)"),
+    ("celery", "writer (Celery)"),
+    ("postgres", "PostgreSQL"),
+    ("redis-server", "Redis"),
+    ("nginx", "nginx"),
+    ("wrk", "load generator"),
+    ("hey", "load generator"),
+)
+
+
+def cpu_by_kind() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every process on the machine, by kind."""
+    seconds: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used = (int(fields[11]) + int(fields[12])) / _TICK
+        kind = next((name for key, name in _KINDS if key in cmdline), "other")
+        seconds[kind] = seconds.get(kind, 0.0) + used
+    return seconds
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict:
+    """Microseconds of CPU per request, by kind of process, between two cpu_by_kind()."""
+    return {
+        kind: round((after.get(kind, 0.0) - before.get(kind, 0.0)) / requests * 1e6)
+        for kind in after
+        if after.get(kind, 0.0) - before.get(kind, 0.0) > 0.01
+    }
+
+
 def peak_rss_mib(pids: list[int]) -> float:
     return max((memory_kib(p)[1] for p in pids), default=0) / 1024
 
@@ -165,6 +274,12 @@ def _first_line(command: list[str]) -> str:
     )
 
 
+def _hey_version() -> str:
+    """hey has no --version; Debian's package says which it is."""
+    version = _first_line(["dpkg-query", "-W", "-f=${Version}", "hey"])
+    return f"hey {version} (Debian)" if version not in ("not found", "unknown") else "hey"
+
+
 def environment(database_versions: dict[str, str]) -> dict[str, Any]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -180,7 +295,7 @@ def environment(database_versions: dict[str, str]) -> dict[str, Any]:
         "nginx": _first_line(["nginx", "-v"]),
         "redis": _first_line(["redis-server", "--version"]),
         "wrk": _first_line(["wrk", "--version"]),
-        "autocannon": _first_line([str(AUTOCANNON), "--version"]),
+        "hey": _hey_version(),
         **database_versions,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
