@@ -14,8 +14,15 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_role_engine(settings: Settings, role: Role, *, pool_size: int | None = None) -> Engine:
-    """An engine that connects as `role`, with bounded waits everywhere."""
+def create_role_engine(
+    settings: Settings, role: Role, *, pool_size: int | None = None, autocommit: bool = False
+) -> Engine:
+    """An engine that connects as `role`, with bounded waits everywhere.
+
+    `autocommit`: each statement is its own transaction, with no BEGIN and ROLLBACK round
+    trips around it; for the read path, whose statements only read an append-only log (a
+    read that needs one snapshot across statements asks for a transaction itself).
+    """
     return create_engine(
         settings.url_for(role),
         pool_size=pool_size or settings.db_pool_size,
@@ -31,4 +38,5 @@ def create_role_engine(settings: Settings, role: Role, *, pool_size: int | None 
             "application_name": f"auditlog-{role}",
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
         },
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )

@@ -384,9 +384,10 @@ class EventStore:
             .order_by(events.c.occurred_at.asc(), events.c.seq.asc())
         )
         with self._read() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=fetch_rows).execute(
-                query
-            )
+            # A server-side cursor lives in a transaction (the read path runs in autocommit).
+            result = conn.execution_options(
+                isolation_level="REPEATABLE READ", stream_results=True, yield_per=fetch_rows
+            ).execute(query)
             try:
                 for row in result:
                     yield stored_event(row)
