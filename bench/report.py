@@ -82,7 +82,12 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         (
             f"get-by-id p99 ≤ 10 ms ({size:,} events)",
             f"{q['get_by_id']['p99_ms']:.1f} ms",
-            f"p50 {q['get_by_id']['p50_ms']:.1f} ms",
+            f"p50 {q['get_by_id']['p50_ms']:.1f} ms"
+            + (
+                f"; read again: p99 {q['get_by_id_again']['p99_ms']:.1f} ms"
+                if "get_by_id_again" in q
+                else ""
+            ),
             _miss(q["get_by_id"]["p99_ms"], 10, False),
         )
     )
@@ -90,7 +95,12 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         (
             "filtered page p99 ≤ 50 ms",
             f"{q['filtered_page']['p99_ms']:.1f} ms",
-            f"p50 {q['filtered_page']['p50_ms']:.1f} ms",
+            f"p50 {q['filtered_page']['p50_ms']:.1f} ms"
+            + (
+                f"; read again: p99 {q['filtered_page_again']['p99_ms']:.1f} ms"
+                if "filtered_page_again" in q
+                else ""
+            ),
             _miss(q["filtered_page"]["p99_ms"], 50, False),
         )
     )
@@ -257,6 +267,51 @@ def _analysis(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _query_analysis(r: dict[str, Any]) -> list[str]:
+    """The reads' latencies at the client and in the app, first and second time."""
+    q, server = r["queries"], r.get("queries_server")
+    if not server or "get_by_id_again" not in q:
+        return []
+    rows = {
+        "get-by-id, events not read before": ("get_by_id", "get_by_id"),
+        "get-by-id, the same events again": ("get_by_id_again", "get_by_id_again"),
+        "filtered page, all": ("filtered_page", "filtered_page"),
+        "filtered page, after the first 20": ("filtered_page_again", None),
+    }
+    lines = [
+        "",
+        "## Reads on the large log",
+        "",
+        "The same requests timed by the client (through nginx, Python's requests) and by the "
+        "app itself (its `request` log line, found by the request id each query sent). The "
+        "filtered pages cycle through 20 (service, day) pairs, so the first 20 are the first "
+        "reads of their pages.",
+        "",
+        "| read | client p50 / p99 (ms) | app p50 / p99 (ms) |",
+        "|---|---|---|",
+    ]
+    for label, (client_key, server_key) in rows.items():
+        c = q[client_key]
+        s = server.get(server_key, {}) if server_key else {}
+        app = f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f}" if s.get("n") else "-"
+        lines.append(f"| {label} | {c['p50_ms']:.1f} / {c['p99_ms']:.1f} | {app} |")
+    size_gib = r["footprint"]["bytes_per_event"] * r["footprint"]["events"] / 2**30
+    lines += [
+        "",
+        f"The log takes {size_gib:.0f} GiB on disk against PostgreSQL's "
+        f"{r['environment'].get('shared_buffers', '?')} of buffers (the machine's default). "
+        "In the database a get-by-id is two index lookups, the id ledger then the event's "
+        "one chunk (about 1 ms even from disk, by EXPLAIN ANALYZE); in the app a read also "
+        "checks the key, spends its rate-limit token and queues its own audit record (a Redis "
+        "round trip each), and everything shares the two cores with the writer. A filtered "
+        "page reads its rows in (occurred_at, seq) order from the service index, which also "
+        "holds type, action and outcome, so rows of other types are passed over in the index "
+        "(before migration 0005, a page matching few rows read the service's whole day from "
+        "the table: p99 2.0 s on 10 million events).",
+    ]
+    return lines
+
+
 def _cpu_section(r: dict[str, Any]) -> list[str]:
     """Where the two cores went, per request, for each single-event run; and the profile."""
     runs = {
@@ -397,6 +452,7 @@ def write(r: dict[str, Any], docs: Path) -> None:
             )
     lines += _cpu_section(r)
     lines += _analysis(r)
+    lines += _query_analysis(r)
     lines += [
         "",
         "## Commands",
