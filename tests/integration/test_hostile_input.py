@@ -460,6 +460,15 @@ class TestSqlMetacharacters:
             body = refused(client.simulate_get(path, params=params), 400)
             assert body["description"].startswith("type: a prefix must come before the *")
 
+    @pytest.mark.parametrize("last", ["\U0010ffff", "\ud7ff", "\U0010ffff\U0010ffff", "\uffff"])
+    def test_a_prefix_ending_at_the_edge_of_unicode(self, client: testing.TestClient, last: str):
+        # The range's upper bound steps past the prefix's last character: past U+10FFFF
+        # there is none, and after U+D7FF come the surrogates, which are not characters.
+        for path in FILTERING:
+            params = {**GET_ENDPOINTS[path], "type": f"a{last}*"}
+            result = client.simulate_get(path, params=params)
+            assert result.status_code == 200, (path, last, result.text)
+
     def test_a_type_prefix_is_literal(self, client: testing.TestClient):
         for value in ("%*", "_*", "sql_probe*", "sql%*", "'*"):
             result = client.simulate_get("/v1/events", params={"type": value})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -107,9 +108,23 @@ _JSON_FILTERS = {
 }
 
 
-def _prefix_upper_bound(prefix: str) -> str:
-    """The smallest string greater than every string starting with prefix (C collation)."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with prefix (C collation:
+    UTF-8 bytes, i.e. code point order), or None when there is none (all U+10FFFF)."""
+    chars = list(prefix)
+    while chars:
+        following = ord(chars.pop()) + 1
+        if following <= sys.maxunicode:
+            if 0xD800 <= following <= 0xDFFF:  # surrogates are not characters
+                following = 0xE000
+            return "".join(chars) + chr(following)
+    return None
+
+
+def prefix_range(column: ColumnElement[str], prefix: str) -> list[ColumnElement[bool]]:
+    """column starts with prefix, as a range an index on column can serve."""
+    upper = prefix_upper_bound(prefix)
+    return [column >= prefix] if upper is None else [column >= prefix, column < upper]
 
 
 def conditions(flt: EventFilter) -> list[ColumnElement[bool]]:
@@ -120,8 +135,7 @@ def conditions(flt: EventFilter) -> list[ColumnElement[bool]]:
         if value is not None:
             where.append(c[name] == value)
     if flt.type_prefix:
-        where.append(c.type >= flt.type_prefix)
-        where.append(c.type < _prefix_upper_bound(flt.type_prefix))
+        where += prefix_range(c.type, flt.type_prefix)
     for name, expression in _JSON_FILTERS.items():
         value = getattr(flt, name)
         if value is not None:
@@ -338,7 +352,7 @@ class EventStore:
             if getattr(flt, name) is not None:
                 where.append(c[name] == getattr(flt, name))
         if flt.type_prefix:
-            where += [c.type >= flt.type_prefix, c.type < _prefix_upper_bound(flt.type_prefix)]
+            where += prefix_range(c.type, flt.type_prefix)
         query = (
             select(start.label("start"), key.label("key"), func.sum(c.n).label("n"))
             .where(*where)
