@@ -61,6 +61,7 @@ def tail_cache(settings: Settings, client: redis.Redis) -> TailCache:
 def limits(settings: Settings) -> Limits:
     return Limits(
         max_data_bytes=settings.max_data_bytes,
+        max_event_bytes=settings.max_event_bytes,
         max_string_chars=settings.max_string_chars,
         max_depth=settings.max_depth,
         future_skew=timedelta(seconds=settings.future_skew_s),

@@ -58,6 +58,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(default=1000, ge=1)
     max_data_bytes: int = Field(default=64 * 1024, ge=64)
+    max_event_bytes: int = Field(default=128 * 1024, ge=1024)
     max_string_chars: int = Field(default=16 * 1024, ge=64)
     max_depth: int = Field(default=32, ge=2)
     future_skew_s: float = Field(default=300.0, ge=0)

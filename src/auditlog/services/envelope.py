@@ -110,6 +110,7 @@ class Limits:
     """The bounds every event is checked against (from settings)."""
 
     max_data_bytes: int = 64 * 1024
+    max_event_bytes: int = 128 * 1024
     max_string_chars: int = 16 * 1024
     max_depth: int = 32
     future_skew: timedelta = timedelta(minutes=5)
@@ -193,6 +194,35 @@ def _indexed_problems(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
             )
 
 
+def _serialized_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # an out-of-range integer, reported by _walk
+        return 0
+
+
+def _size_problems(raw: dict[str, Any], index: int, limits: Limits) -> Iterator[FieldError]:
+    """`data` and the whole event within their serialized sizes.
+
+    The whole event is bounded too: without it `context`, `actor` or `subject` could carry
+    megabytes, and a writer's batch of such events would not fit in its memory.
+    """
+    total = _serialized_size(raw)
+    data = raw.get("data")
+    if total > limits.max_data_bytes and isinstance(data, dict):
+        size = _serialized_size(data)
+        if size > limits.max_data_bytes:
+            message = f"is {size} bytes serialized; the limit is {limits.max_data_bytes}"
+            yield FieldError(index, "data", message)
+    if total > limits.max_event_bytes:
+        yield FieldError(
+            index,
+            "$",
+            f"the event is {total} bytes serialized; the limit is {limits.max_event_bytes} "
+            f"(of which `data` may take {limits.max_data_bytes})",
+        )
+
+
 def check_event(
     raw: Any, index: int, now: datetime, limits: Limits
 ) -> tuple[dict[str, Any] | None, list[FieldError]]:
@@ -215,16 +245,7 @@ def check_event(
             for path, message in _walk(raw.get(name), name, 2, limits):
                 problems.append(FieldError(index, path, message))
         problems.extend(FieldError(index, path, m) for path, m in _indexed_problems(raw))
-        data = raw.get("data")
-        if isinstance(data, dict) and data:
-            try:
-                size = len(orjson.dumps(data))
-            except orjson.JSONEncodeError:  # an out-of-range integer, reported by _walk
-                size = 0
-            if size > limits.max_data_bytes:
-                limit = limits.max_data_bytes
-                message = f"is {size} bytes serialized; the limit is {limit}"
-                problems.append(FieldError(index, "data", message))
+        problems.extend(_size_problems(raw, index, limits))
     if event is not None:
         if event.occurred_at > now + limits.future_skew:
             skew = int(limits.future_skew.total_seconds())

@@ -19,7 +19,11 @@ from tests import factories
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 LIMITS = Limits(
-    max_data_bytes=1024, max_string_chars=100, max_depth=6, future_skew=timedelta(minutes=5)
+    max_data_bytes=1024,
+    max_event_bytes=4096,
+    max_string_chars=100,
+    max_depth=6,
+    future_skew=timedelta(minutes=5),
 )
 
 
@@ -112,6 +116,20 @@ class TestRefused:
     def test_data_size_limit(self):
         found = problems(valid(data={f"k{i}": "v" * 90 for i in range(20)}))
         assert "limit is 1024" in found["data"]
+
+    def test_event_size_limit(self):
+        # Each part within its own rules, together past the event's limit.
+        big = {f"k{i}": "v" * 90 for i in range(15)}
+        found = problems(valid(context=big, actor={"id": "a", **big}, subject={"id": "s", **big}))
+        assert set(found) == {"$"}
+        assert "limit is 4096" in found["$"]
+
+    def test_event_size_limit_counts_data_too(self):
+        big = {f"k{i}": "v" * 90 for i in range(10)}  # ~1 KiB each
+        found = problems(
+            valid(context=big, actor={"id": "a", **big}, data=big, subject={"id": "s", **big})
+        )
+        assert set(found) == {"$"}  # data alone (~1 KiB) is within its own limit
 
     def test_all_problems_at_once(self):
         found = problems(valid(type="X", service="Y", data={"z": "\x00"}, extra=True))
