@@ -79,9 +79,12 @@ class WorkerProcess:
         self.name = name
         self.concurrency = concurrency or settings.writer_slots
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     def start(self, *, wait: bool = True) -> WorkerProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            # A restarted worker appends to the same log: only this start's lines count.
+            self._log_offset = log.tell()
             self.proc = self._spawn(log)
         if wait:
             wait_for(self._ready, timeout=30, what=f"worker ready (log {self.log_path})")
@@ -116,7 +119,9 @@ class WorkerProcess:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"worker exited with {self.proc.returncode}: {self.log_tail()}")
-        return b" ready." in self.log_path.read_bytes()
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return b" ready." in log.read()
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -3,13 +3,18 @@ that move with what the API answers."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from falcon import testing
 from prometheus_client.parser import text_string_to_metric_families
 
+from auditlog.app import create_app
+from auditlog.runtime import ApiRuntime
+from auditlog.settings import Settings
 from tests import factories
-from tests.integration.conftest import post
+from tests.helpers import clear_redis
+from tests.integration.conftest import admin_client, post
 
 
 def samples(client: testing.TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -56,7 +61,19 @@ class TestMetricsEndpoint:
         # Unknown paths share one label: a scanner cannot grow the series without bound.
         assert delta(latency, method="GET", route="unmatched", status="404") == 1
 
-    def test_queue_depth_is_the_stream_length(self, client: testing.TestClient, runtime: Any):
-        parsed = samples(client)
-        assert value(parsed, "auditlog_queue_depth") == runtime.stream.depth()
-        assert value(parsed, "auditlog_dead_letters") == runtime.stream.dead_letter_count()
+    def test_queue_depth_is_the_stream_length(self, settings: Settings):
+        # A stream of its own that no worker drains: the depth stays put while it is read.
+        own = settings.model_copy(
+            update={"redis_prefix": f"{settings.redis_prefix}-{uuid.uuid4().hex[:6]}"}
+        )
+        runtime = ApiRuntime.build(own)
+        try:
+            client = admin_client(create_app(own, runtime=runtime))
+            assert value(samples(client), "auditlog_queue_depth") == 0
+            assert post(client, factories.events(3)).status_code == 202
+            parsed = samples(client)
+            assert value(parsed, "auditlog_queue_depth") == runtime.stream.depth() == 3
+            assert value(parsed, "auditlog_dead_letters") == runtime.stream.dead_letter_count()
+        finally:
+            runtime.close()
+            clear_redis(own)
