@@ -152,13 +152,13 @@ def stored_count(engine: Engine) -> int:
         )
 
 
-def settle(engine: Engine, run: Run, label: str) -> None:
+def settle(engine: Engine, run: Run, label: str, *, interval: float = 0.2) -> None:
     """Wait until the writers have caught up (the stream is empty)."""
     import redis  # noqa: PLC0415 - bench only
 
     client = redis.Redis.from_url(run.settings.redis_url)
     key = run.settings.key("events")
-    wait_for(lambda: client.xlen(key) == 0, timeout=600, interval=0.2, what=f"{label} drained")
+    wait_for(lambda: client.xlen(key) == 0, timeout=900, interval=interval, what=f"{label} drained")
     client.close()
 
 
@@ -272,29 +272,27 @@ def ingest(run: Run, engine: Engine) -> None:
         batch = tools.wrk(
             url, event_body(500), connections=4, seconds=run.duration, headers=run.headers
         )
+        # wrk counts a reply it did not read at the end of the run (socket errors) as an
+        # error, though the events may have been queued: the rate is what was committed,
+        # up to the moment the stream was empty again (entries leave it only after COMMIT).
         accepted = (batch.requests - batch.errors) * 500
-        wait_for(
-            lambda: stored_count(engine) - before >= accepted,
-            timeout=900,
-            interval=0.05,
-            what="every accepted event committed",
-        )
+        settle(engine, run, "batch ingest", interval=0.02)
         elapsed = time.perf_counter() - started
         cpu_after = tools.cpu_by_kind()
         stored = stored_count(engine) - before
+        assert stored >= accepted, f"{accepted:,} accepted, only {stored:,} stored"
         run.results["batch_ingest"] = {
             **batch.as_dict(),
             "events_accepted": accepted,
             "events_stored": stored,
             "seconds_to_last_commit": elapsed,
-            "events_per_s": accepted / elapsed,
+            "events_per_s": stored / elapsed,
             "cpu_us_per_event": tools.cpu_per_request(cpu_before, cpu_after, accepted),
         }
         say(
-            f"   {accepted / elapsed:,.0f} events/s ({accepted:,} in {elapsed:.1f} s; "
+            f"   {stored / elapsed:,.0f} events/s ({stored:,} in {elapsed:.1f} s; "
             f"202s stopped at {batch.seconds:.1f} s)"
         )
-        settle(engine, run, "batch ingest")
 
         say("5. auditlog single-event ingest: saturation, then half of it")
         apis = [p for p in processes if isinstance(p, App)]
@@ -324,7 +322,8 @@ def ingest(run: Run, engine: Engine) -> None:
             "samples": len(lags),
             "p50_ms": percentile(lags, 50),
             "p99_ms": percentile(lags, 99),
-            "max_ms": max(lags),
+            "max_ms": max(lags, default=float("nan")),
+            "never_seen": probe.missing,
         }
         say(
             f"   p50 {percentile(lags, 50):.0f} ms, p99 {percentile(lags, 99):.0f} ms "
@@ -380,9 +379,17 @@ class LagProbe:
                 if answer.status_code == 202:
                     self._acked[event["id"]] = time.perf_counter()
 
+    @property
+    def missing(self) -> int:
+        """Probes answered 202 that were not queryable within a minute of the stop."""
+        return len(self._acked)
+
     def _poll(self) -> None:
+        give_up = float("inf")
         with self._engine.connect() as conn:
-            while not self._stop.is_set() or self._acked:
+            while not self._stop.is_set() or (self._acked and time.perf_counter() < give_up):
+                if self._stop.is_set() and give_up == float("inf"):
+                    give_up = time.perf_counter() + 60
                 pending = list(self._acked)
                 if pending:
                     rows = conn.execute(
@@ -512,8 +519,10 @@ def queries(run: Run, engine: Engine) -> None:
             params: dict[str, Any] = {"service": f"svc-{walk}", "limit": 100}
             for page in range(100):
                 started = time.perf_counter()
-                answer = http.get(base + "/v1/events", params=params, timeout=60).json()
+                reply = http.get(base + "/v1/events", params=params, timeout=60)
                 elapsed = (time.perf_counter() - started) * 1000
+                assert reply.status_code == 200, (params, reply.text[:300])
+                answer = reply.json()
                 if page == 0:
                     first.append(elapsed)
                 params["cursor"] = answer["next_cursor"]
@@ -601,6 +610,7 @@ def footprint(run: Run, engine: Engine) -> dict[str, Any]:
     with topology(run.settings, worker=False) as (nginx, _):
         for event_id in sample:
             answer = http.get(nginx.url(f"/v1/events/{event_id}"), timeout=30)
+            assert answer.status_code == 200, (event_id, answer.text[:300])
             json_sizes.append(len(answer.content))
     events_bytes, ids_bytes, nodes_bytes, heads_bytes, counts_bytes, count = sizes
     total = events_bytes + ids_bytes + nodes_bytes + heads_bytes
