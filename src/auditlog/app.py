@@ -47,6 +47,7 @@ _STATUS: dict[type[errors.AuditlogError], tuple[str, str]] = {
     errors.Overloaded: (falcon.HTTP_503, "Overloaded"),
     errors.Unavailable: (falcon.HTTP_503, "Service unavailable"),
     errors.NotDurable: (falcon.HTTP_503, "Queued, not confirmed on disk"),
+    errors.LogDamaged: (falcon.HTTP_500, "Log damaged"),
 }
 
 
@@ -68,6 +69,8 @@ def _handle_domain_error(
         if exc.token_given:
             challenge += ', error="invalid_token"'
         resp.set_header("WWW-Authenticate", challenge)
+    if isinstance(exc, errors.LogDamaged):
+        log.error("the stored log is damaged", path=req.path, reason=str(exc))
     req.context.log_fields = {"refused": title}
     req.context.error_kind = type(exc).__name__
     resp.status = status

@@ -10,13 +10,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
+from sqlalchemy import exc as sa_exc
 
 from auditlog.canonical import parse_timestamp
 from auditlog.integrity.export import ExportFormatError, read_export, write_export
-from auditlog.integrity.heads import b64, generate_key, load_public_key
+from auditlog.integrity.heads import TreeHead, b64, generate_key, load_public_key
 from auditlog.integrity.verify import LogVerifier, VerifyReport, interleave
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import KeyAdmin
@@ -141,12 +143,19 @@ def _public_key_for(settings: Settings, args: argparse.Namespace) -> bytes:
     return public_key(settings)
 
 
-def _print_report(report: VerifyReport) -> int:
+def _print_report(report: VerifyReport, *, trusted: TreeHead | None) -> int:
     if report.intact:
         print(
             f"intact: {report.events} events and {report.heads} signed tree heads verified;"
             f" tree size {report.tree_size}"
         )
+        if trusted is not None:
+            print(f"the log has grown from the trusted tree head at size {trusted.tree_size}")
+        else:
+            print(
+                "(events removed from the end together with the heads covering them show "
+                "only against a tree head kept from earlier: --trusted-head)"
+            )
         return 0
     first = report.first()
     assert first is not None
@@ -158,24 +167,49 @@ def _print_report(report: VerifyReport) -> int:
     return 1
 
 
-def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    key = _public_key_for(settings, args)
-    if args.file:
-        try:
-            with open(args.file, "rb") as lines:
-                start, prefix, items = read_export(lines)
-                report = LogVerifier(key, start=start, prefix=prefix).run(items)
-        except ExportFormatError as exc:
-            print(f"auditlog: {args.file}: {exc}", file=sys.stderr)
-            return 2
-        return _print_report(report)
-    engine = create_engine(settings.url_for("reader"))
+def _trusted_head(path: str | None) -> TreeHead | None:
+    """A tree head saved from `GET /v1/integrity/tree-head` (ValueError if it is not one)."""
+    if path is None:
+        return None
     try:
-        with TreeStore(engine).snapshot() as snap:
-            report = LogVerifier(key).run(interleave(snap.events(), snap.heads()))
-    finally:
-        engine.dispose()
-    return _print_report(report)
+        value = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: not a tree head object")
+    return TreeHead.from_dict(value)
+
+
+def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0: intact; 1: tampered; 2: could not be checked (no input, bad key or file)."""
+    try:
+        key = _public_key_for(settings, args)
+        trusted = _trusted_head(args.trusted_head)
+        if args.file:
+            with open(args.file, "rb") as lines:
+                piece = read_export(lines)
+                verifier = LogVerifier(
+                    key, start=piece.start, prefix=piece.prefix, end=piece.end, trusted=trusted
+                )
+                report = verifier.run(piece.items)
+        else:
+            engine = create_engine(settings.url_for("reader"))
+            try:
+                with TreeStore(engine).snapshot() as snap:
+                    verifier = LogVerifier(key, trusted=trusted)
+                    report = verifier.run(interleave(snap.events(), snap.heads()))
+            finally:
+                engine.dispose()
+    except ExportFormatError as exc:
+        print(f"auditlog: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"auditlog: {exc}", file=sys.stderr)
+        return 2
+    except sa_exc.OperationalError as exc:
+        print(f"auditlog: the database does not answer: {exc.orig}", file=sys.stderr)
+        return 2
+    return _print_report(report, trusted=trusted)
 
 
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -356,6 +390,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="recompute the log and check every signed tree head")
     p.add_argument("--file", help="verify an `auditlog export` file instead of the database")
+    p.add_argument(
+        "--trusted-head",
+        help="a tree head kept from earlier (JSON, as GET /v1/integrity/tree-head returns "
+        "it): the log must have grown from it",
+    )
     p.add_argument(
         "--public-key",
         help="the log's public key (PEM or base64); by default the one from the settings",

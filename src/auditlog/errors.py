@@ -103,3 +103,8 @@ class NotDurable(AuditlogError):
         self.ids = ids or []
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class LogDamaged(AuditlogError):
+    """The stored tree disagrees with itself or with its signed heads, so no proof can be
+    given: 500, on purpose (`auditlog verify` says where the log was changed)."""

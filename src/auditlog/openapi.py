@@ -444,6 +444,10 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         "A backend (PostgreSQL or Redis) does not answer, or the writers "
         "are behind; see Retry-After."
     )
+    damaged = _error(
+        "Log damaged: the stored tree disagrees with its signed heads (someone changed the "
+        "database), so no proof is given; `auditlog verify` says where."
+    )
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -531,6 +535,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                         "200": _json(_ref("InclusionProof"), "The proof, paths in RFC 9162 order."),
                         "400": _error("tree_size is malformed, or the event is not in it."),
                         "404": _error("No such event, or no signed head of that size."),
+                        "500": damaged,
                         "503": unavailable,
                     },
                 },
@@ -572,6 +577,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                         "200": _json(_ref("ConsistencyProof"), "The proof."),
                         "400": bad_query,
                         "404": _error("No signed head has one of the sizes."),
+                        "500": damaged,
                         "503": unavailable,
                     },
                 },

@@ -206,6 +206,39 @@ class TestIntegrityBackfill:
             drop_database(scratch)
 
 
+class TestTreeEdge:
+    """The writer continues the tree only from a right edge that matches the signed root."""
+
+    def test_an_edited_edge_stops_the_writer(self):
+        scratch = make_settings()
+        setup_database(scratch)
+        migrate(scratch)
+        writer = create_engine(scratch.url_for("writer"))
+        superuser = create_engine(scratch.admin_url.set(database=scratch.database_name))
+        store = EventStore(writer, writer, HeadSigner.from_file(SIGNING_KEY))
+        try:
+            store.write([queued() for _ in range(3)])
+            with superuser.begin() as conn:
+                edge = conn.scalar(text("SELECT frontier FROM tree_heads WHERE tree_size = 3"))
+                conn.execute(text("SET LOCAL session_replication_role = replica"))
+                conn.execute(
+                    text(
+                        "UPDATE tree_heads SET frontier = sha256(frontier) || substr(frontier, 33)"
+                    )
+                )
+            event = queued()
+            with pytest.raises(StoreUnavailable, match="does not match its signed root"):
+                store.write([event])
+            with superuser.begin() as conn:
+                conn.execute(text("SET LOCAL session_replication_role = replica"))
+                conn.execute(text("UPDATE tree_heads SET frontier = :e"), {"e": edge})
+            assert store.write([event]).head.tree_size == 4  # type: ignore[union-attr]
+        finally:
+            writer.dispose()
+            superuser.dispose()
+            drop_database(scratch)
+
+
 def queued(**overrides: Any) -> dict[str, Any]:
     """An event in the stored form the API queues, with what a test changes in it."""
     event = factories.event()

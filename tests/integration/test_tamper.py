@@ -6,12 +6,14 @@ service's back by a superuser, the way an insider with the disk or the `postgres
 
 from __future__ import annotations
 
-import resource
+import os
+import re
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -19,7 +21,10 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine, text
 
 from auditlog.app import create_app
+from auditlog.canonical import stored_event
 from auditlog.cli import drop_database, migrate, setup_database
+from auditlog.integrity.heads import TreeHead
+from auditlog.integrity.leaf import leaf_hash
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
 from tests import factories
@@ -213,24 +218,109 @@ class TestTampering:
     def test_rewritten_leaf_hash_is_caught_by_the_signed_head(
         self, log: Settings, superuser: Engine
     ):
-        """Changing an event and recomputing its stored leaf hash still fails the head."""
+        """Changing an event and storing its correctly recomputed leaf hash still fails the
+        signed head of its batch: the change is placed within that batch's seqs."""
         with superuser.connect() as conn:
-            original = conn.scalar(text("SELECT leaf_hash FROM events WHERE seq = 42"))
+            saved = row(conn, 42)
+        outcome = "failure" if saved["outcome"] != "failure" else "success"
+        forged = {**stored_event(SimpleNamespace(**saved)), "outcome": outcome}
+        del forged["leaf_hash"]
         tamper(
             superuser,
-            "UPDATE events SET outcome = 'failure' WHERE seq = 42",
-            "UPDATE events SET leaf_hash = sha256('\\x00'::bytea) WHERE seq = 42",
+            "UPDATE events SET outcome = :o, leaf_hash = :h WHERE seq = 42",
+            params={"o": forged["outcome"], "h": leaf_hash(forged)},
         )
         try:
             result = verify(log)
             assert result.returncode == 1
-            assert "seq 42" in result.stdout
+            assert "[changed]" not in result.stdout  # the stored hash agrees with the event
+            assert "[head-mismatch]" in result.stdout
+            low, high = map(int, re.search(r"lies in seq (\d+)–(\d+)", result.stdout).groups())  # type: ignore[union-attr]
+            assert low <= 42 <= high
+            assert f"first disagreement is at seq {low}" in result.stdout
         finally:
             tamper(
                 superuser,
-                "UPDATE events SET outcome = 'success', leaf_hash = :h WHERE seq = 42",
-                params={"h": original},
+                "UPDATE events SET outcome = :o, leaf_hash = :h WHERE seq = 42",
+                params={"o": saved["outcome"], "h": saved["leaf_hash"]},
             )
+
+    def test_end_removed_with_its_heads_needs_a_trusted_head(
+        self, log: Settings, superuser: Engine, tmp_path: Path
+    ):
+        """Cut the newest batches and the heads that cover them: the log left is consistent
+        with itself; a head the auditor kept from before shows the cut."""
+        with superuser.connect() as conn:
+            latest = conn.execute(
+                text(
+                    "SELECT tree_size, root_hash, timestamp, signature FROM tree_heads"
+                    " ORDER BY tree_size DESC LIMIT 1"
+                )
+            ).one()
+            cut = conn.scalar(
+                text("SELECT max(tree_size) FROM tree_heads WHERE tree_size <= :n"),
+                {"n": EVENTS - 500},
+            )
+            events = [row(conn, seq) for seq in range(cut, EVENTS)]
+            heads = (
+                conn.execute(text("SELECT * FROM tree_heads WHERE tree_size > :c"), {"c": cut})
+                .mappings()
+                .all()
+            )
+        trusted = tmp_path / "head.json"
+        trusted.write_bytes(orjson.dumps(TreeHead(*latest).as_dict()))
+        tamper(
+            superuser,
+            "DELETE FROM events WHERE seq >= :c",
+            "DELETE FROM tree_heads WHERE tree_size > :c",
+            params={"c": cut},
+        )
+        try:
+            assert verify(log).returncode == 0  # what a cut at a head boundary looks like
+            result = verify(log, "--trusted-head", str(trusted))
+            assert result.returncode == 1, result.stdout
+            assert f"first disagreement is at seq {cut}" in result.stdout
+            assert "removed from its end" in result.stdout
+        finally:
+            for saved in events:
+                self._restore(superuser, saved)
+            for head in heads:
+                columns = ", ".join(head)
+                values = ", ".join(f":{c}" for c in head)
+                tamper(
+                    superuser,
+                    f"INSERT INTO tree_heads ({columns}) VALUES ({values})",
+                    params=dict(head),
+                )
+        assert verify(log, "--trusted-head", str(trusted)).returncode == 0
+
+    def test_proofs_are_refused_from_a_damaged_tree(self, log: Settings, superuser: Engine):
+        """No proof is handed out that the tables cannot back: a 500 that says so."""
+        runtime = ApiRuntime.build(log)
+        client = authorized(
+            create_app(log, runtime=runtime), create_key(log, "tamper-auditor", "read")
+        )
+        with superuser.connect() as conn:
+            target = str(conn.scalar(text("SELECT id FROM events WHERE seq = 300")))
+            saved = row(conn, 301)  # the sibling of seq 300 in every inclusion path
+        try:
+            assert client.simulate_get(f"/v1/events/{target}/proof").status_code == 200
+            tamper(superuser, "UPDATE events SET leaf_hash = sha256('x') WHERE seq = 301")
+            answer = client.simulate_get(f"/v1/events/{target}/proof")
+            assert answer.status_code == 500, answer.text
+            assert answer.json["title"] == "Log damaged"
+            assert "does not verify" in answer.json["description"]
+            tamper(superuser, "DELETE FROM events WHERE seq = 301")
+            answer = client.simulate_get(f"/v1/events/{target}/proof")
+            assert answer.status_code == 500, answer.text
+            assert "auditlog verify" in answer.json["description"]
+        finally:
+            tamper(superuser, "DELETE FROM events WHERE seq = 301")
+            self._restore(superuser, saved)
+        try:
+            assert client.simulate_get(f"/v1/events/{target}/proof").status_code == 200
+        finally:
+            runtime.close()
 
     def test_untouched_again_after_the_repairs(self, log: Settings):
         result = verify(log)
@@ -315,9 +405,16 @@ def test_verify_memory_does_not_grow_with_the_log(log: Settings, tmp_path: Path)
     tenth.write_bytes(b"\n".join(lines[: cut + 1]) + b"\n")
 
     def peak_rss_kb(path: Path) -> int:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        assert verify(log, "--file", str(path)).returncode == 0
-        return max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        # The peak of this one child (wait4), not of every child the tests have waited for.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "auditlog.cli", "verify", "--file", str(path)],
+            env=settings_env(log),
+            stdout=subprocess.DEVNULL,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0
+        return usage.ru_maxrss
 
     small = peak_rss_kb(tenth)
     large = peak_rss_kb(whole)

@@ -16,15 +16,18 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Protocol
 
 import orjson
 
 from auditlog.integrity.heads import TreeHead, b64
+from auditlog.integrity.merkle import frontier_keys
 from auditlog.integrity.verify import Item, interleave
 
 FORMAT_VERSION = 1
+HASH_BYTES = 32
 
 
 class ExportFormatError(Exception):
@@ -80,19 +83,37 @@ def write_export(
     return written
 
 
-def read_export(lines: Iterable[bytes]) -> tuple[int, list[bytes], Iterator[Item]]:
-    """The start seq, the prefix hashes and the stream of events and heads of an export."""
+@dataclass(frozen=True)
+class ExportPiece:
+    """What an export file holds: where it starts and ends, and its events and heads."""
+
+    start: int
+    end: int | None  # None: the whole log as it was when exported
+    prefix: list[bytes]
+    items: Iterator[Item]
+
+
+def read_export(lines: Iterable[bytes]) -> ExportPiece:
+    """The header of an export and the stream of its events and heads (read lazily)."""
     it = iter(lines)
     try:
         header = orjson.loads(next(it))
-        if header.get("auditlog_export") != FORMAT_VERSION:
+        if not isinstance(header, dict) or header.get("auditlog_export") != FORMAT_VERSION:
             raise ExportFormatError("the first line is not an auditlog export header")
-        start = int(header["start"])
+        start = _count(header["start"], "start")
+        end = None if header.get("end") is None else _count(header["end"], "end")
         prefix = [base64.b64decode(h, validate=True) for h in header["prefix"]]
     except StopIteration:
         raise ExportFormatError("the file is empty") from None
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise ExportFormatError(f"bad header: {exc}") from None
+    if end is not None and end < start:
+        raise ExportFormatError(f"bad header: end {end} is before start {start}")
+    if len(prefix) != len(frontier_keys(start)) or any(len(h) != HASH_BYTES for h in prefix):
+        raise ExportFormatError(
+            f"bad header: a piece starting at seq {start} needs {len(frontier_keys(start))} "
+            f"prefix hashes of {HASH_BYTES} bytes"
+        )
 
     def items() -> Iterator[Item]:
         for number, line in enumerate(it, start=2):
@@ -102,6 +123,8 @@ def read_export(lines: Iterable[bytes]) -> tuple[int, list[bytes], Iterator[Item
                 value = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise ExportFormatError(f"line {number} is not JSON: {exc}") from None
+            if not isinstance(value, dict):
+                raise ExportFormatError(f"line {number} is not a JSON object")
             if "tree_size" in value and "signature" in value:
                 try:
                     yield TreeHead.from_dict(value)
@@ -110,4 +133,10 @@ def read_export(lines: Iterable[bytes]) -> tuple[int, list[bytes], Iterator[Item
             else:
                 yield value
 
-    return start, prefix, items()
+    return ExportPiece(start, end, prefix, items())
+
+
+def _count(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer")
+    return value

@@ -41,7 +41,9 @@ class VerifyReport:
 
     @property
     def intact(self) -> bool:
-        return not self.findings and self.heads > 0
+        # An empty log is intact only in that nothing contradicts it: that nothing was
+        # removed from it takes a head from elsewhere (LogVerifier's `trusted`).
+        return not self.findings
 
     def first(self) -> Finding | None:
         """The earliest exact disagreement; a head mismatch only bounds a range of seqs."""
@@ -68,7 +70,14 @@ def interleave(events: Iterable[dict[str, Any]], heads: Iterable[TreeHead]) -> I
 
 
 class LogVerifier:
-    """Checks one stream of events and heads against a public key."""
+    """Checks one stream of events and heads against a public key.
+
+    `end`: the size the stream says it reaches (an export's header), so that a stream cut
+    short is caught. `trusted`: a signed head the auditor kept from earlier (fetched from
+    the API, published elsewhere): the log must have grown from it, so that removing its
+    newest events together with the heads covering them, or rolling the whole log back,
+    shows. Without one, a log cut at a head boundary cannot be told from a shorter log.
+    """
 
     def __init__(
         self,
@@ -76,13 +85,19 @@ class LogVerifier:
         *,
         start: int = 0,
         prefix: Sequence[bytes] = (),
+        end: int | None = None,
+        trusted: TreeHead | None = None,
         max_findings: int = 100,
     ):
+        if trusted is not None and not trusted.verify(public_key):
+            raise ValueError("the trusted tree head has no valid signature by this key")
         self._public_key = public_key
         self._frontier = Frontier(start, prefix)
         self._expected = start
         self._last_good_head = start
         self._tree_valid = True  # False once a gap or repeat makes later roots meaningless
+        self._end = end
+        self._trusted = trusted if trusted is not None and trusted.tree_size > start else None
         self._max_findings = max_findings
         self.report = VerifyReport(tree_size=start)
 
@@ -134,7 +149,22 @@ class LogVerifier:
             )
         if self._tree_valid:
             self._frontier.append(leaf)
+            self._check_trusted()
         self._expected += 1
+
+    def _check_trusted(self) -> None:
+        trusted = self._trusted
+        if trusted is None or self._frontier.size != trusted.tree_size:
+            return
+        if self._frontier.root() != trusted.root_hash:
+            self._find(
+                self._last_good_head,
+                "head-mismatch",
+                f"the trusted tree head at size {trusted.tree_size} does not match the "
+                f"events: the log's history was rewritten; the difference lies in seq "
+                f"{self._last_good_head}–{trusted.tree_size - 1}",
+            )
+            self._tree_valid = False
 
     def _check_head(self, head: TreeHead) -> None:
         self.report.heads += 1
@@ -172,6 +202,17 @@ class LogVerifier:
         self.report.tree_size = head.tree_size
 
     def _finish(self) -> None:
+        bounds = [("the export's header", self._end)]
+        if self._trusted is not None:
+            bounds.append(("the trusted tree head", self._trusted.tree_size))
+        for what, size in bounds:
+            if size is not None and self._expected < size:
+                self._find(
+                    self._expected,
+                    "missing",
+                    f"{what} covers seq up to {size - 1}, but the log holds nothing from "
+                    f"seq {self._expected} on: events were removed from its end",
+                )
         if self._expected > self._last_good_head and self._tree_valid:
             self._find(
                 self._last_good_head,

@@ -6,18 +6,16 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
-from auditlog.errors import InvalidQuery, NotFound
+from auditlog.errors import InvalidQuery, LogDamaged, NotFound
 from auditlog.integrity import verify_consistency, verify_inclusion
 from auditlog.integrity.heads import TreeHead, b64
 from auditlog.integrity.merkle import NodeFn, consistency_path, inclusion_path, needed_nodes
 from auditlog.integrity.proofs import b64decode
 from auditlog.services.queries import Params, QueryService, single_values
-from auditlog.storage.tree import TreeStore
+from auditlog.storage.tree import TreeInconsistent, TreeStore
 
-log = structlog.get_logger("auditlog.integrity")
 _SIZE = re.compile(r"[0-9]{1,18}")
+DAMAGE_HINT = "; the stored log was changed or damaged: `auditlog verify` says where"
 
 
 def _size(values: dict[str, str], name: str, *, minimum: int = 1) -> int | None:
@@ -58,11 +56,12 @@ class IntegrityService:
             )
         path = self._compute(lambda node: inclusion_path(index, head.tree_size, node))
         leaf = b64decode(event["leaf_hash"])
+        # A proof that fails its own check is never handed out: the auditor would only
+        # learn that the log is damaged, without being told so.
         if not verify_inclusion(index, head.tree_size, leaf, path, head.root_hash):
-            log.error(
-                "inclusion proof does not verify: the stored tree is damaged",
-                event_id=event_id,
-                tree_size=head.tree_size,
+            raise LogDamaged(
+                f"the inclusion proof of seq {index} in the tree of size {head.tree_size} "
+                "does not verify against its signed head" + DAMAGE_HINT
             )
         return {
             "leaf_index": index,
@@ -81,10 +80,9 @@ class IntegrityService:
         old, new = self._head(first), self._head(second)
         path = self._compute(lambda node: consistency_path(first, second, node))
         if not verify_consistency(first, second, path, old.root_hash, new.root_hash):
-            log.error(
-                "consistency proof does not verify: the stored tree is damaged",
-                first=first,
-                second=second,
+            raise LogDamaged(
+                f"the consistency proof from size {first} to {second} does not verify "
+                "against their signed heads" + DAMAGE_HINT
             )
         return {"first": first, "second": second, "consistency_path": [b64(n) for n in path]}
 
@@ -98,5 +96,8 @@ class IntegrityService:
 
     def _compute(self, algorithm: Callable[[NodeFn], list[bytes]]) -> list[bytes]:
         """Fetch the O(log n) nodes an algorithm needs in one round trip, then run it."""
-        nodes = self._tree.nodes(needed_nodes(algorithm))
+        try:
+            nodes = self._tree.nodes(needed_nodes(algorithm))
+        except TreeInconsistent as exc:
+            raise LogDamaged(f"{exc}{DAMAGE_HINT}") from None
         return algorithm(lambda level, index: nodes[(level, index)])

@@ -437,16 +437,29 @@ def _tree_state(cur: psycopg.Cursor[Any]) -> tuple[Frontier, datetime]:
     """The tree's right edge (its size is the next seq) and the database's clock, read under
     the write lock: from the latest head, which keeps the edge for exactly this."""
     cur.execute(
-        "SELECT h.tree_size, h.frontier, clock_timestamp() FROM (SELECT 1) AS one"
-        " LEFT JOIN (SELECT tree_size, frontier FROM tree_heads ORDER BY tree_size DESC"
-        " LIMIT 1) AS h ON true"
+        "SELECT h.tree_size, h.frontier, h.root_hash, clock_timestamp() FROM (SELECT 1) AS one"
+        " LEFT JOIN (SELECT tree_size, frontier, root_hash FROM tree_heads"
+        " ORDER BY tree_size DESC LIMIT 1) AS h ON true"
     )
     row = cur.fetchone()
     assert row is not None
-    size, edge, now = row
+    size, edge, root, now = row
     if size is not None:
         edge = bytes(edge)
-        return Frontier(size, [edge[i : i + 32] for i in range(0, len(edge), 32)]), now
+        try:
+            frontier = Frontier(size, [edge[i : i + 32] for i in range(0, len(edge), 32)])
+        except ValueError:
+            raise TreeInconsistent(
+                f"the stored right edge of the tree at size {size} is not one of that size"
+            ) from None
+        # The edge is not signed, the root is: an edited edge would have every later head
+        # signed over a tree that is not the log's.
+        if frontier.root() != bytes(root):
+            raise TreeInconsistent(
+                f"the stored right edge of the tree at size {size} does not match its "
+                "signed root hash"
+            )
+        return frontier, now
     # No head yet: an empty log, or events hashed by migration 0002.
     cur.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
     last = cur.fetchone()
