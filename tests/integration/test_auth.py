@@ -12,6 +12,8 @@ import pytest
 from falcon import testing
 from sqlalchemy import Engine, text
 
+from auditlog.app import create_app
+from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
 from tests import factories
 from tests.helpers import settings_env, wait_for
@@ -194,6 +196,53 @@ class TestReadsAreAudited:
         assert row.outcome == "failure"
         assert row.data["filters"]["x"] == "\\u0000"
 
+    def test_a_throttled_read_is_not_recorded(
+        self, app: Any, settings: Settings, runtime: ApiRuntime, owner_db: Engine, worker: object
+    ):
+        token = create_key(
+            settings, f"throttled-{time.monotonic_ns()}", "read", rate_per_s=0.1, burst=1
+        )
+        reader = authorized(app, token)
+        ids = {status: f"{status}-{time.monotonic_ns()}" for status in (200, 429)}
+        for status, request_id in ids.items():
+            answer = reader.simulate_get("/v1/events", headers={"X-Request-ID": request_id})
+            assert answer.status_code == status
+
+        def recorded(request_id: str) -> bool:
+            with owner_db.connect() as conn:
+                return bool(
+                    conn.scalar(
+                        text(
+                            "SELECT count(*) FROM events WHERE type = 'auditlog.query.executed'"
+                            " AND context->>'request_id' = :r"
+                        ),
+                        {"r": request_id},
+                    )
+                )
+
+        wait_for(lambda: recorded(ids[200]), timeout=20, what="the answered read recorded")
+        wait_for(lambda: runtime.stream.depth() == 0, timeout=20, what="the stream drained")
+        assert not recorded(ids[429])
+
+    def test_strict_audit_withholds_what_it_cannot_record(self, settings: Settings, tokens: Tokens):
+        # Redis refuses connections: no audit record can be queued, so no answer is given,
+        # and a streamed answer (an export) gives its slot back.
+        own = settings.model_copy(
+            update={"redis_url": "redis://127.0.0.1:1/0", "strict_read_audit": True}
+        )
+        runtime = ApiRuntime.build(own)
+        try:
+            reader = authorized(create_app(own, runtime=runtime), tokens.reader)
+            for path in ("/v1/events", "/v1/events/export", "/v1/events/export"):
+                answer = reader.simulate_get(
+                    path, params={"format": "ndjson"} if "export" in path else None
+                )
+                assert answer.status_code == 503, (path, answer.text)
+                assert "could not be recorded" in answer.json["description"]
+                assert runtime.exports.running == 0
+        finally:
+            runtime.close()
+
     def test_writes_are_not_reads(self, app: Any, tokens: Tokens, owner_db: Engine, worker: object):
         writer = authorized(app, tokens.billing_writer)
         request_id = f"write-{time.monotonic_ns()}"
@@ -325,6 +374,24 @@ class TestKeyCommands:
             what="the key changes recorded in the log",
         )
         assert changes == ["auditlog.key.created", "auditlog.key.revoked"]
+
+    def test_limit_tightens_one_key(self, app: Any, settings: Settings):
+        name = f"tightened-{time.monotonic_ns()}"
+        created = self.cli(settings, "create", "--name", name, "--scope", "read")
+        client = authorized(app, created.stdout.strip().splitlines()[-1])
+        statuses = [client.simulate_get("/v1/integrity/public-key").status_code for _ in range(5)]
+        assert statuses == [200] * 5  # the generous defaults
+        limited = self.cli(settings, "limit", name, "--rate", "0.1", "--burst", "2")
+        assert limited.returncode == 0, limited.stderr
+        assert "0.1" in self.cli(settings, "list").stdout
+
+        def throttled() -> bool:
+            answers = [client.simulate_get("/v1/integrity/public-key") for _ in range(3)]
+            return answers[-1].status_code == 429
+
+        # Each API process sees the change at its next reload of the keys.
+        wait_for(throttled, timeout=settings.key_cache_s + 5, what="the new limit applied")
+        assert self.cli(settings, "limit", "no-such-key", "--rate", "1").returncode == 2
 
     @pytest.mark.parametrize(
         "args",

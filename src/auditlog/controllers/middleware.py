@@ -89,6 +89,10 @@ class Authentication:
         principal = getattr(req.context, "principal", None)
         if principal is None or req.method != "GET" or principal.scope is Scope.WRITE:
             return
+        if resp.status_code == 429:
+            # Refused for its rate, it read nothing: recording it would let a throttled key
+            # still make the log do work per request (the request metrics count these).
+            return
         recorded = self._audit.query(
             key_name=principal.name,
             method=req.method,
@@ -106,7 +110,13 @@ class Authentication:
             # No unaudited reads: withhold the answer rather than give it unrecorded.
             resp.status = falcon.HTTP_503
             resp.set_header("Retry-After", "5")
+            # A streamed answer (export, follow) holds a slot and a cursor until closed.
+            close = getattr(resp.stream, "close", None)
+            if close is not None:
+                close()
             resp.stream = None
+            resp.content_type = falcon.MEDIA_JSON  # not the export's or the tail's own
+            resp.delete_header("Content-Disposition")
             resp.media = {
                 "title": "Service unavailable",
                 "description": "this read could not be recorded in the audit log; retry shortly",
