@@ -9,7 +9,13 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 $SUDO bash scripts/install-timescaledb.sh
-$SUDO bash scripts/services.sh
+# The tests bring their own persistent Redis where they need one; `make run` wants the AOF
+# (REDIS_APPENDONLY=no make run keeps Redis as it is).
+if [ "${SKIP_DB_SETUP:-0}" != 1 ]; then
+  $SUDO env REDIS_APPENDONLY="${REDIS_APPENDONLY:-yes}" bash scripts/services.sh
+else
+  $SUDO bash scripts/services.sh
+fi
 
 # nginx (Debian's package) balances over the API instances in `make run` and in the tests.
 # Only the binary is used: our own configuration runs it in the foreground; the package's

@@ -10,7 +10,9 @@ import pytest
 from falcon import testing
 from sqlalchemy import Engine
 
+from auditlog.runtime import ApiRuntime
 from tests import factories
+from tests.helpers import wait_for
 from tests.integration.conftest import post, stored_counts, wait_stored
 
 
@@ -104,15 +106,16 @@ class TestAccepting:
 class TestIdempotency:
     """The id is the idempotency key: a retry stores nothing new."""
 
-    def test_retry_with_same_id_is_stored_once(self, api: testing.TestClient, owner_db: Engine):
+    def test_retry_with_same_id_is_stored_once(
+        self, api: testing.TestClient, owner_db: Engine, runtime: ApiRuntime
+    ):
         sent = factories.event()
         assert post(api, sent).status_code == 202
         wait_stored(owner_db, [sent["id"]])
         changed = {**sent, "data": {"amount": 1}}
         assert post(api, changed).status_code == 202
-        marker = factories.event()  # written after the retry by the same single stream
-        post(api, marker)
-        wait_stored(owner_db, [marker["id"]])
+        # An entry leaves the stream only once its batch has committed (or was skipped).
+        wait_for(lambda: runtime.stream.depth() == 0, timeout=30, what="the retry written")
         assert stored_counts(owner_db, [sent["id"]]) == {sent["id"]: 1}
         # The first write wins; the retry changed nothing.
         assert api.simulate_get(f"/v1/events/{sent['id']}").json["data"] == sent["data"]
@@ -125,13 +128,13 @@ class TestIdempotency:
             {"index": 1, "field": "id", "message": "repeats the id of event 0"}
         ]
 
-    def test_uppercase_id_is_the_same_key(self, api: testing.TestClient, owner_db: Engine):
+    def test_uppercase_id_is_the_same_key(
+        self, api: testing.TestClient, owner_db: Engine, runtime: ApiRuntime
+    ):
         sent = factories.event()
-        post(api, sent)
-        post(api, {**sent, "id": sent["id"].upper()})
-        marker = factories.event()
-        post(api, marker)
-        wait_stored(owner_db, [marker["id"], sent["id"]])
+        assert post(api, sent).status_code == 202
+        assert post(api, {**sent, "id": sent["id"].upper()}).status_code == 202
+        wait_for(lambda: runtime.stream.depth() == 0, timeout=30, what="both written")
         assert stored_counts(owner_db, [sent["id"]]) == {sent["id"]: 1}
 
 
