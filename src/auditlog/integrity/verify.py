@@ -77,6 +77,9 @@ class LogVerifier:
     the API, published elsewhere): the log must have grown from it, so that removing its
     newest events together with the heads covering them, or rolling the whole log back,
     shows. Without one, a log cut at a head boundary cannot be told from a shorter log.
+
+    TODO(ops): heads are trusted only if the auditor kept one; verify against the latest
+    head published to a witness by default once heads are published.
     """
 
     def __init__(

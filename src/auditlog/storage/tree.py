@@ -44,6 +44,8 @@ def _fetch_base(
     los, his = [r[0] for r in ranges], [r[1] for r in ranges]
     if level == 0:
         # Range conditions, so each chunk's seq index is scanned once per range.
+        # TODO(scale): events is chunked by occurred_at, so every chunk's seq index is probed
+        # (a few dozen a month); keep leaf hashes in a table keyed by seq when that shows.
         cur.execute(
             "SELECT seq, leaf_hash FROM events, unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
             " WHERE seq >= r.lo AND seq < r.hi",
