@@ -104,13 +104,14 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             _miss(q["filtered_page"]["p99_ms"], 50, False),
         )
     )
-    first, hundredth = q["first_page"]["p50_ms"], q["page_100"]["p50_ms"]
+    first, hundredth = q["first_page"], q["page_100"]
     rows.append(
         (
-            "the 100th page as fast as the first",
-            f"{hundredth:.1f} vs {first:.1f} ms",
-            f"{hundredth / first:.2f}×",
-            _check(hundredth <= first * 1.5 + 2),
+            "the 100th page as fast as the first (within 1.5× + 2 ms, p50 and p99)",
+            f"p50 {hundredth['p50_ms']:.1f} vs {first['p50_ms']:.1f} ms; "
+            f"p99 {hundredth['p99_ms']:.1f} vs {first['p99_ms']:.1f} ms",
+            f"{hundredth['p50_ms'] / first['p50_ms']:.2f}× (p50)",
+            _check(all(hundredth[p] <= first[p] * 1.5 + 2 for p in ("p50_ms", "p99_ms"))),
         )
     )
     b = q["buckets_30d_hourly_by_type"]
@@ -381,7 +382,10 @@ def write(r: dict[str, Any], docs: Path) -> None:
         "| # | what | how | result |",
         "|---|---|---|---|",
         f"| 1 | database limit | `EventStore`-style COPY with dedupe (event_ids) into the same "
-        f"hypertable, same indexes, {db['events']:,} events in batches of 2,000, one "
+        f"hypertable schema, same indexes (migrated databases of their own, starting empty, "
+        f"so that the three variants take turns on equal terms; the end-to-end run 4 writes "
+        f"into the 10-million-event log, so its ratio to this limit is if anything "
+        f"pessimistic), {db['events']:,} events in batches of 2,000, one "
         f"connection, no HTTP, no queue | {db['copy_dedupe']:,.0f} events/s; with the "
         f"writer's whole transaction (leaf hashes, tree, signed head, hourly counts) "
         f"{db['writer_transaction']:,.0f} events/s, against {db['writer_without_chain']:,.0f} "
@@ -438,16 +442,19 @@ def write(r: dict[str, Any], docs: Path) -> None:
             "Strict acknowledgement (`AUDITLOG_ACK_FSYNC`), single events, stream in a Redis of "
             "its own with its append-only file:",
             "",
-            "| Redis | saturation | 202 at half load (p50 / p99) |",
-            "|---|---|---|",
+            "| Redis | saturation | vs the main run (appendonly no) | 202 at half load "
+            "(p50 / p99) |",
+            "|---|---|---|---|",
         ]
         labels = {
             "aof_everysec": "appendonly yes, appendfsync everysec (compose)",
             "ack_fsync_always": "appendfsync always + AUDITLOG_ACK_FSYNC=true",
         }
+        main = r["single_ingest"]["saturated"]["rate"]
         for name, figures in r["strict_ack"].items():
+            rate = figures["saturated"]["rate"]
             lines.append(
-                f"| {labels.get(name, name)} | {figures['saturated']['rate']:,.0f} requests/s | "
+                f"| {labels.get(name, name)} | {rate:,.0f} requests/s | {rate / main:.0%} | "
                 f"{figures['half_load']['p50_ms']:.1f} / {figures['half_load']['p99_ms']:.1f} ms |"
             )
     lines += _cpu_section(r)
@@ -464,6 +471,16 @@ def write(r: dict[str, Any], docs: Path) -> None:
         " ".join(r["single_ingest"]["half_load"]["command"]),
         "py-spy record --gil --nonblocking -r 250 -d <duration> -f raw -p <one API worker>",
         "```",
+        "",
+        "The servers: nginx with `deploy/nginx/` rendered by `auditlog nginx-config`; two "
+        "`gunicorn -c deploy/gunicorn.conf.py <target>` instances (targets `auditlog.wsgi:app`, "
+        "`bench.bare_app:app`, `bench.naive_peer:app`); `celery -A auditlog.tasks.worker "
+        "worker --concurrency 2`. The naive peer and the bare app run with the same wrk command "
+        "as auditlog's saturation run; the strict-acknowledgement runs repeat the saturation "
+        "and half-load commands against a `redis-server --appendonly yes` of their own. The "
+        "large log is loaded by `bench/loader.py` (COPY, then the hourly counts, VACUUM "
+        "ANALYZE, and the tree sealed by the writer's own code). Everything: "
+        "`make bench` (`bench/run.py`).",
         "",
         "## Environment",
         "",

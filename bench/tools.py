@@ -280,6 +280,22 @@ def _hey_version() -> str:
     return f"hey {version} (Debian)" if version not in ("not found", "unknown") else "hey"
 
 
+PACKAGES = ("falcon", "gunicorn", "celery", "redis", "psycopg", "sqlalchemy", "flask", "orjson")
+
+
+def package_versions() -> str:
+    """The Python packages the servers under test run on, as installed."""
+    from importlib import metadata  # noqa: PLC0415
+
+    found = []
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return ", ".join(found)
+
+
 def environment(database_versions: dict[str, str]) -> dict[str, Any]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -292,6 +308,7 @@ def environment(database_versions: dict[str, str]) -> dict[str, Any]:
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "packages": package_versions(),
         "nginx": _first_line(["nginx", "-v"]),
         "redis": _first_line(["redis-server", "--version"]),
         "wrk": _first_line(["wrk", "--version"]),
