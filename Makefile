@@ -26,7 +26,7 @@ test:  ## Set up, then run the whole suite against the real stack
 	SKIP_DB_SETUP=1 bash scripts/setup.sh
 	$(BIN)/pytest
 
-bench:  ## Measure against the limits and a naive peer (~30 min); writes docs/benchmarks.md
+bench:  ## Measure against the limits and a naive peer (~25-50 min); writes docs/benchmarks.md
 	SKIP_DB_SETUP=1 bash scripts/setup.sh
 	$(BIN)/pip install -q -e '.[serve,dev,bench]'
 	command -v wrk >/dev/null && command -v hey >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk hey)

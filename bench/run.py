@@ -6,7 +6,8 @@ pinning): the ratios are the result, the absolute figures are context.
 
     .venv/bin/python bench/run.py [--quick]
 
-Environment: BENCH_LARGE_EVENTS (10,000,000), BENCH_SOAK_S (600), BENCH_DURATION_S (30).
+Environment: BENCH_LARGE_EVENTS (10,000,000), BENCH_SOAK_S (600), BENCH_DURATION_S (30),
+BENCH_KEEP_DATABASE (1: keep the large log's database, auditlog_bench, afterwards).
 """
 
 from __future__ import annotations
@@ -779,6 +780,9 @@ def main() -> None:
         )
         engine.dispose()
         clear_redis(run.settings)
+        # The large log is some 13 GiB: kept only when asked for (to look at it afterwards).
+        if os.environ.get("BENCH_KEEP_DATABASE") != "1":
+            drop_database(run.settings)
         say(f"raw results: {RESULTS / 'latest.json'}; logs: {LOGS}")
     report.write(run.results, ROOT / "docs")
     say("report: docs/benchmarks.md")
