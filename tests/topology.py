@@ -3,6 +3,7 @@ ephemeral ports, configured from the files `make run` uses (deploy/)."""
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import shutil
@@ -69,7 +70,7 @@ def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
 
 
-class Service:
+class Service(abc.ABC):
     """A server process in its own process group, its output in one log file."""
 
     name = "service"
@@ -78,14 +79,16 @@ class Service:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The program and its arguments."""
 
     def environment(self) -> dict[str, str]:
         return dict(os.environ)
 
+    @abc.abstractmethod
     def ready(self) -> bool:
-        raise NotImplementedError
+        """Whether the started process serves yet."""
 
     def start(self) -> Service:
         with self.log_path.open("ab") as log:
