@@ -40,8 +40,12 @@ class TestAuthentication:
             ("GET", "/v1/stats/buckets"),
             ("GET", "/v1/integrity/tree-head"),
             ("GET", "/v1/keys"),
-            ("GET", "/v1/nowhere"),
             ("DELETE", "/v1/events/x"),
+            # The rule is the matched resource's, whatever the path's spelling.
+            ("GET", "//v1/events"),
+            ("GET", "///v1/keys"),
+            ("POST", "//v1/events"),
+            ("GET", "/v1/events/"),
         ],
     )
     def test_no_token_is_401_with_a_challenge(
@@ -51,6 +55,12 @@ class TestAuthentication:
         assert result.status_code == 401
         assert result.headers["www-authenticate"] == 'Bearer realm="auditlog"'
         assert result.json["title"] == "Unauthorized"
+
+    @pytest.mark.parametrize("path", ["/v1/nowhere", "/v1//events", "/nowhere"])
+    def test_an_unmatched_path_is_404_with_no_data(self, anonymous: testing.TestClient, path: str):
+        result = anonymous.simulate_get(path)
+        assert result.status_code == 404
+        assert set(result.json) == {"title", "description"}
 
     @pytest.mark.parametrize(
         "header",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
 
 
 class OpenApiResource:
+    public: ClassVar[bool] = True  # answers without a key
+
     def __init__(self, document: dict[str, Any]):
         self._document = document
 

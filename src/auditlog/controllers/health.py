@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import falcon
 
 from auditlog.services.health import ReadinessService
 
 
 class HealthResource:
+    public: ClassVar[bool] = True  # answers without a key
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
 
 
 class ReadinessResource:
+    public: ClassVar[bool] = True  # answers without a key
+
     def __init__(self, readiness: ReadinessService):
         self._readiness = readiness
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
 
@@ -20,6 +20,8 @@ INGEST_ROUTE = "/v1/events"
 
 class MetricsResource:
     """What this API instance (all its gunicorn workers) has counted, plus the queue depth."""
+
+    public: ClassVar[bool] = True  # answers without a key
 
     def __init__(self, exposition: Exposition):
         self._exposition = exposition

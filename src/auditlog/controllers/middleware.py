@@ -21,6 +21,11 @@ log = structlog.get_logger("auditlog.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def is_public(resource: Any) -> bool:
+    """Whether a resource answers without a key: only one that says so itself."""
+    return getattr(type(resource), "public", False) is True
+
+
 class RequestContext:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         request_id = req.get_header("X-Request-ID")
@@ -48,36 +53,36 @@ class RequestContext:
 
 
 class Authentication:
-    """Every /v1 request carries a live key with the scope its route asks for.
+    """Every request that reaches a resource carries a live key with the scope the resource
+    asks for, unless the resource itself is declared public (deny by default).
 
-    Resources declare `scopes = {"GET": Scope.READ, ...}`; a method they do not list is
-    refused. Reads by a key are recorded in the log itself once answered.
+    The decision is made on the matched resource, never on the path's spelling: Falcon's
+    router matches `//v1/events` and `/v1/events` alike, so a rule keyed on the path string
+    could be skipped by an extra slash. Resources declare `scopes = {"GET": Scope.READ, ...}`;
+    a method they do not list is refused; an unmatched path is Falcon's 404 and reads
+    nothing. Reads by a key are recorded in the log itself once answered.
     """
 
-    def __init__(self, authenticator: Authenticator, audit: SelfAudit, prefix: str = "/v1"):
+    def __init__(self, authenticator: Authenticator, audit: SelfAudit):
         self._authenticator = authenticator
         self._audit = audit
-        self._prefix = prefix
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.principal = None
-        if not (req.path == self._prefix or req.path.startswith(self._prefix + "/")):
-            return
-        principal = self._authenticator.authenticate(req.get_header("Authorization"))
-        req.context.principal = principal
-        structlog.contextvars.bind_contextvars(key=principal.name)
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
-        principal = req.context.principal
-        if principal is None:
+        if is_public(resource):
             return
+        principal = self._authenticator.authenticate(req.get_header("Authorization"))
+        req.context.principal = principal
+        structlog.contextvars.bind_contextvars(key=principal.name)
         # A responder the resource does not list in `scopes` is refused (deny by default);
         # a method with no responder falls through to Falcon's 405 and its Allow header.
-        if resource is not None and hasattr(resource, f"on_{req.method.lower()}"):
+        if hasattr(resource, f"on_{req.method.lower()}"):
             need = getattr(resource, "scopes", {}).get(req.method)
-            self._authenticator.authorize(principal, need, f"{req.method} {req.path}")
+            self._authenticator.authorize(principal, need, f"{req.method} {req.uri_template}")
         # Then the key's rate-limit token. Resources that spend it themselves (POST
         # /v1/events does, in the same Redis round trip as the append) say so.
         if req.method not in getattr(resource, "throttles_itself", ()):
@@ -131,20 +136,15 @@ def _utf8(raw: bytes) -> str | None:
 
 
 class Utf8Only:
-    """Refuse a /v1 path or query string that is not UTF-8, instead of guessing.
+    """Refuse a path or query string that is not UTF-8, instead of guessing.
 
     Falcon decodes what it cannot read as U+FFFD, so `?service=%FF` would quietly become a
     search for a replacement character: a client whose bytes are not what it meant gets a
     400 naming the part. WSGI hands both over as latin-1 text of the raw bytes.
     """
 
-    def __init__(self, prefix: str = "/v1"):
-        self._prefix = prefix
-
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         path = req.env.get("PATH_INFO", "")
-        if not (path == self._prefix or path.startswith(self._prefix + "/")):
-            return
         if _utf8(path.encode("latin-1", "replace")) is None:
             raise MalformedRequest("the path is not valid UTF-8")
         query = req.env.get("QUERY_STRING", "")
