@@ -382,7 +382,7 @@ def write(r: dict[str, Any], docs: Path) -> None:
         "",
         "| # | what | how | result |",
         "|---|---|---|---|",
-        f"| 1 | database limit | `EventStore`-style COPY with dedupe (event_ids) into the same "
+        f"| 1 | database limit | `EventWriter`-style COPY with dedupe (event_ids) into the same "
         f"hypertable schema, same indexes (migrated databases of their own, starting empty, "
         f"so that the three variants take turns on equal terms; the end-to-end run 4 writes "
         f"into the 10-million-event log, so its ratio to this limit is if anything "

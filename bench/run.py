@@ -42,7 +42,7 @@ from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner, generate_key
 from auditlog.services.auth import KeyAdmin
 from auditlog.settings import Settings
-from auditlog.storage.events import EventStore
+from auditlog.storage.event_writer import EventWriter
 from auditlog.storage.keys import KeyStore
 from bench import loader, report, tools
 from bench.writer_chain import stored_form, unchained_write
@@ -179,7 +179,7 @@ def database_limit(run: Run) -> None:
         setup_database(s)
         migrate(s)
     engines = {name: create_engine(s.url_for("writer")) for name, s in databases.items()}
-    store = EventStore(engines["chain"], engines["chain"], HeadSigner.from_file(key_path(run)))
+    store = EventWriter(engines["chain"], HeadSigner.from_file(key_path(run)))
     variants: dict[str, Callable[[list[dict[str, Any]]], Any]] = {
         # The database limit: lock, dedupe, number, COPY into the same hypertable.
         "copy_dedupe": lambda b: unchained_write(engines["copy"], b),

@@ -2,7 +2,7 @@
 
 Two throwaway databases with the same schema: one written by the writer's transaction
 without the chain (lock, dedupe, number, COPY, hourly counts; zeros for leaf hashes), one by
-`EventStore.write` (the same plus leaf hashes, tree strata, the frontier and a signed head).
+`EventWriter.write` (the same plus leaf hashes, tree strata, the frontier and a signed head).
 Same events, same batch size, alternating rounds so both see the same machine.
 
     .venv/bin/python bench/writer_chain.py [--events 100000] [--batch 2000] [--rounds 3]
@@ -25,7 +25,7 @@ from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner, generate_key
 from auditlog.settings import Settings
 from auditlog.storage.batch import COPY_CHUNK, COPY_SQL, PreparedEvent
-from auditlog.storage.events import WRITE_LOCK_KEY, EventStore, count_hourly
+from auditlog.storage.event_writer import WRITE_LOCK_KEY, EventWriter, count_hourly
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests import factories
@@ -37,7 +37,7 @@ def unchained_write(engine: Any, batch: list[dict[str, Any]], *, counts: bool = 
     """The write transaction without the chain: lock, dedupe, number, COPY (the same
     prepared rows and COPY lines as the product; the leaf hash column gets zeros, and no
     tree nodes or head are written). With counts, the hourly counts are kept as the product
-    keeps them, so that the difference to `EventStore.write` is the chain alone."""
+    keeps them, so that the difference to `EventWriter.write` is the chain alone."""
     prepared = [PreparedEvent.of(event) for event in batch]
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
@@ -95,7 +95,7 @@ def main() -> None:
         migrate(chained)
         plain_engine = create_engine(plain.url_for("writer"))
         chain_engine = create_engine(chained.url_for("writer"))
-        store = EventStore(chain_engine, chain_engine, HeadSigner.from_file(key))
+        store = EventWriter(chain_engine, HeadSigner.from_file(key))
         for _ in range(args.rounds):
             for name in ("unchained", "chained"):
                 events = [stored_form(e) for e in factories.events(args.events)]

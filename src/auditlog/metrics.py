@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from auditlog.storage.events import EventStore, StoreRejected, StoreUnavailable, WriteResult
+from auditlog.storage.event_writer import EventWriter, StoreRejected, StoreUnavailable, WriteResult
 
 log = structlog.get_logger("auditlog.metrics")
 
@@ -88,14 +88,20 @@ def record_batch(
         COMMIT_LAG_SECONDS.observe(max((committed - received).total_seconds(), 0.0))
 
 
-class TimedEventStore(EventStore):
-    """An EventStore whose batch writes are timed (the write path itself is unchanged)."""
+class TimedEventWriter:
+    """An EventWriter whose batch writes are timed (the write path itself is unchanged)."""
+
+    def __init__(self, writer: EventWriter):
+        self._writer = writer
+
+    def close(self) -> None:
+        self._writer.close()
 
     def write(self, batch: Sequence[dict[str, Any]]) -> WriteResult:
         started = time.perf_counter()
         result = "committed"
         try:
-            return super().write(batch)
+            return self._writer.write(batch)
         except StoreUnavailable:
             result = "unavailable"
             raise

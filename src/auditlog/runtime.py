@@ -8,7 +8,7 @@ from datetime import timedelta
 import redis
 
 from auditlog.integrity.heads import HeadSigner, load_public_key
-from auditlog.metrics import TimedEventStore, record_batch
+from auditlog.metrics import TimedEventWriter, record_batch
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import Authenticator, KeyAdmin
 from auditlog.services.envelope import Limits
@@ -20,7 +20,8 @@ from auditlog.services.tail import TailService, TailUpdater
 from auditlog.services.writer import BatchWriter
 from auditlog.settings import Settings, SettingsError
 from auditlog.storage.engine import create_role_engine
-from auditlog.storage.events import EventStore
+from auditlog.storage.event_writer import EventWriter
+from auditlog.storage.events import EventReader
 from auditlog.storage.keys import KeyStore
 from auditlog.storage.leases import SlotLeases
 from auditlog.storage.ratelimit import RateLimiter
@@ -98,7 +99,7 @@ class ApiRuntime:
     authenticator: Authenticator
     audit: SelfAudit
     keys: KeyAdmin
-    store: EventStore
+    store: EventReader
     stream: EventStream
     tail: TailService
     exports: ExportService
@@ -113,7 +114,7 @@ class ApiRuntime:
         # Autocommit: a GET by id was five database round trips (pre-ping, BEGIN, the id
         # ledger, the chunk, ROLLBACK); now three, a third less CPU per read (measured).
         reader = create_role_engine(settings, "reader", autocommit=True)
-        store = EventStore(reader)
+        store = EventReader(reader)
         ingest = IngestService(stream, limits(settings), max_events=settings.max_events_per_request)
         queries = QueryService(store)
         integrity = IntegrityService(TreeStore(reader), queries, public_key(settings))
@@ -173,7 +174,7 @@ class WriterRuntime:
         engine = create_role_engine(settings, "writer", pool_size=1)
         writer = BatchWriter(
             stream,
-            TimedEventStore(engine, engine, head_signer(settings)),
+            TimedEventWriter(EventWriter(engine, head_signer(settings))),
             batch_max=settings.writer_batch_max,
             block_ms=settings.writer_block_ms,
             linger_ms=settings.writer_linger_ms,

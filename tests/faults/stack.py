@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from auditlog.runtime import event_stream
 from auditlog.settings import Settings
-from auditlog.storage.events import WRITE_LOCK_KEY
+from auditlog.storage.event_writer import WRITE_LOCK_KEY
 from auditlog.storage.stream import GROUP, EventStream
 from tests.faults.servers import PrivatePostgres, RedisProcess
 from tests.helpers import WorkerProcess, settings_env, wait_for

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
-from auditlog.storage.events import WRITE_LOCK_KEY
+from auditlog.storage.event_writer import WRITE_LOCK_KEY
 from auditlog.storage.stream import GROUP
 from tests import factories
 from tests.helpers import TcpProxy, WorkerProcess, clear_redis, settings_env, wait_for

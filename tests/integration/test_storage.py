@@ -17,7 +17,7 @@ from auditlog.integrity.heads import HeadSigner
 from auditlog.integrity.verify import LogVerifier, interleave
 from auditlog.settings import Role, Settings
 from auditlog.storage.engine import create_role_engine
-from auditlog.storage.events import EventStore, StoreRejected, StoreUnavailable
+from auditlog.storage.event_writer import EventWriter, StoreRejected, StoreUnavailable
 from auditlog.storage.tree import TreeStore
 from tests import factories
 from tests.integration.conftest import (
@@ -195,7 +195,7 @@ class TestIntegrityBackfill:
             migrate(scratch)
             command.check(alembic_config(scratch))
 
-            store = EventStore(writer, writer, HeadSigner.from_file(SIGNING_KEY))
+            store = EventWriter(writer, HeadSigner.from_file(SIGNING_KEY))
             new = factories.event(drop=("id",))
             new.update(id=str(uuid.uuid4()), received_at=new["occurred_at"], publisher=None)
             result = store.write([new])
@@ -220,7 +220,7 @@ class TestTreeEdge:
         migrate(scratch)
         writer = create_engine(scratch.url_for("writer"))
         superuser = create_engine(scratch.admin_url.set(database=scratch.database_name))
-        store = EventStore(writer, writer, HeadSigner.from_file(SIGNING_KEY))
+        store = EventWriter(writer, HeadSigner.from_file(SIGNING_KEY))
         try:
             store.write([queued() for _ in range(3)])
             with superuser.begin() as conn:
@@ -257,9 +257,9 @@ class TestWriteFailures:
     dead-lettered); a database that does not answer is StoreUnavailable (retried)."""
 
     @pytest.fixture
-    def store(self, settings: Settings) -> Iterator[EventStore]:
+    def store(self, settings: Settings) -> Iterator[EventWriter]:
         writer = create_role_engine(settings, "writer", pool_size=1)
-        yield EventStore(writer, writer, HeadSigner.from_file(SIGNING_KEY))
+        yield EventWriter(writer, HeadSigner.from_file(SIGNING_KEY))
         writer.dispose()
 
     @pytest.mark.parametrize(
@@ -273,7 +273,7 @@ class TestWriteFailures:
         ids=["nul", "indexed-value-too-large", "check-constraint", "unparsable-time"],
     )
     def test_content_the_database_refuses(
-        self, store: EventStore, owner_db: Engine, change: dict[str, Any]
+        self, store: EventWriter, owner_db: Engine, change: dict[str, Any]
     ):
         event = queued(**change)
         with pytest.raises(StoreRejected):
@@ -286,7 +286,7 @@ class TestWriteFailures:
         )
         engine = create_role_engine(gone, "writer", pool_size=1)
         try:
-            store = EventStore(engine, engine, HeadSigner.from_file(SIGNING_KEY))
+            store = EventWriter(engine, HeadSigner.from_file(SIGNING_KEY))
             with pytest.raises(StoreUnavailable):
                 store.write([queued()])
         finally:

@@ -24,7 +24,7 @@ from auditlog.integrity.heads import HeadSigner
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
 from auditlog.storage.engine import create_role_engine
-from auditlog.storage.events import EventStore
+from auditlog.storage.event_writer import EventWriter
 from tests import factories
 from tests.helpers import RedisServer, WorkerProcess, clear_redis, wait_for
 from tests.integration.conftest import admin_client, post, wait_stored
@@ -390,7 +390,7 @@ def write_without_hook(settings: Settings, events: list[dict[str, Any]]) -> None
     """Commit events as the writer does, but tell the cache nothing: what a writer killed
     between its COMMIT and its hook leaves behind."""
     writer = create_role_engine(settings, "writer", pool_size=1)
-    EventStore(writer, writer, HeadSigner.from_file(settings.signing_key_path)).write(
+    EventWriter(writer, HeadSigner.from_file(settings.signing_key_path)).write(
         [{**e, "received_at": e["occurred_at"], "publisher": None} for e in events]
     )
     writer.dispose()

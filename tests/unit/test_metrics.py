@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import REGISTRY
 
 from auditlog.metrics import record_batch, refusal_reason
-from auditlog.storage.events import WriteResult
+from auditlog.storage.event_writer import WriteResult
 
 
 def sample(name: str) -> float:

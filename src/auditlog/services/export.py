@@ -17,7 +17,7 @@ from auditlog.canonical import EVENT_FIELDS
 from auditlog.errors import InvalidQuery
 from auditlog.services.queries import FILTER_PARAMS, Params, event_filter, single_values
 from auditlog.services.streams import ClosingStream, Slots
-from auditlog.storage.events import EventStore
+from auditlog.storage.events import EventReader
 
 EXPORT_PARAMS = (*FILTER_PARAMS, "format")
 # Bytes gathered before a chunk is handed to the server: few writes, little memory.
@@ -112,7 +112,7 @@ class ExportService:
 
     def __init__(
         self,
-        store: EventStore,
+        store: EventReader,
         *,
         max_per_process: int,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),

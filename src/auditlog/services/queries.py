@@ -17,7 +17,7 @@ import orjson
 from auditlog.canonical import format_timestamp, parse_timestamp
 from auditlog.errors import InvalidQuery, NotFound
 from auditlog.services.envelope import OUTCOMES
-from auditlog.storage.events import BUCKET_ORIGIN, GROUP_KEYS, EventFilter, EventStore
+from auditlog.storage.events import BUCKET_ORIGIN, GROUP_KEYS, EventFilter, EventReader
 
 Params = Mapping[str, str | list[str]]
 Order = Literal["asc", "desc"]
@@ -232,7 +232,7 @@ def bucket_starts(since: datetime, until: datetime, width: timedelta) -> list[da
 class QueryService:
     """The read side of the log, for auditors."""
 
-    def __init__(self, store: EventStore):
+    def __init__(self, store: EventReader):
         self._store = store
 
     def get(self, event_id: str) -> dict[str, Any]:

@@ -33,7 +33,8 @@ from auditlog.metrics_tail import (
 )
 from auditlog.services.queries import Params, event_filter, single_values
 from auditlog.services.streams import ClosingStream, Slots
-from auditlog.storage.events import EventFilter, EventStore, WriteResult
+from auditlog.storage.event_writer import WriteResult
+from auditlog.storage.events import EventFilter, EventReader
 from auditlog.storage.tail import CacheUnavailable, TailCache
 
 log = structlog.get_logger("auditlog.tail")
@@ -133,7 +134,7 @@ class TailService:
     def __init__(
         self,
         cache: TailCache,
-        store: EventStore,
+        store: EventReader,
         *,
         follow_max_s: float,
         follow_max_per_process: int,

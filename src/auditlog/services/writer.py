@@ -9,18 +9,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
 
 from auditlog.errors import Unavailable
-from auditlog.storage.events import EventStore, StoreRejected, StoreUnavailable, WriteResult
+from auditlog.storage.event_writer import StoreRejected, StoreUnavailable, WriteResult
 from auditlog.storage.stream import Entry, EventStream
 
 log = structlog.get_logger("auditlog.writer")
 
 REQUIRED_KEYS = ("id", "type", "service", "occurred_at", "received_at", "outcome")
+
+
+class BatchStore(Protocol):
+    """Where batches go: one transaction each (storage.event_writer.EventWriter)."""
+
+    def write(self, batch: Sequence[dict[str, Any]]) -> WriteResult: ...
 
 
 @dataclass
@@ -71,7 +77,7 @@ class BatchWriter:
     def __init__(
         self,
         stream: EventStream,
-        store: EventStore,
+        store: BatchStore,
         *,
         batch_max: int,
         block_ms: int,

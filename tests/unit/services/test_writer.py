@@ -13,7 +13,7 @@ import pytest
 
 from auditlog.errors import Unavailable
 from auditlog.services.writer import BatchWriter
-from auditlog.storage.events import StoreRejected, StoreUnavailable, WriteResult
+from auditlog.storage.event_writer import StoreRejected, StoreUnavailable, WriteResult
 from auditlog.storage.stream import Entry
 
 
