@@ -23,7 +23,7 @@ from auditlog.settings import Settings
 from tests.helpers import ROOT, settings_env, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-APP = "auditlog.wsgi:app"
+APP = "auditlog.asgi:app"
 
 
 def free_port() -> int:
@@ -116,10 +116,20 @@ class Service(abc.ABC):
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def kill(self) -> None:
-        """SIGKILL the whole process group: no goodbye, no cleanup."""
+        """SIGKILL the whole process group: no goodbye, no cleanup. Returns once every
+        process of the group is gone (their sockets closed), not only the leader."""
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+        def gone() -> bool:
+            try:
+                os.killpg(self.proc.pid, 0)  # type: ignore[union-attr]
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_for(gone, timeout=10, interval=0.01, what="the killed process group gone")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import socket
 import sys
@@ -230,18 +231,25 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 def _key_admin(settings: Settings) -> tuple[KeyAdmin, Callable[[], None]]:
     """Key administration as the owner, each change also recorded in the log."""
-    from auditlog.runtime import event_stream, limits, redis_client  # noqa: PLC0415 - CLI only
+    from auditlog.runtime import async_redis_client, limits, stream_appender  # noqa: PLC0415
 
     engine = create_engine(settings.url_for("owner"))
-    client = redis_client(settings)
-    ingest = IngestService(
-        event_stream(settings, client), limits(settings), max_events=settings.max_events_per_request
-    )
-    audit = SelfAudit(ingest, strict_reads=False)
     operator = f"{getpass.getuser()}@{socket.gethostname()}"
 
+    async def recorded(what: str, key: ApiKey) -> bool:
+        client = async_redis_client(settings)
+        try:
+            ingest = IngestService(
+                stream_appender(settings, client),
+                limits(settings),
+                max_events=settings.max_events_per_request,
+            )
+            return await SelfAudit(ingest, strict_reads=False).key_changed(what, key, operator)
+        finally:
+            await client.aclose()
+
     def record(what: str, key: ApiKey) -> None:
-        if not audit.key_changed(what, key, operator):
+        if not asyncio.run(recorded(what, key)):
             print(
                 "auditlog: warning: the change is made but could not be recorded in the log"
                 " (Redis unavailable); it is in this command's error log",
@@ -250,7 +258,6 @@ def _key_admin(settings: Settings) -> tuple[KeyAdmin, Callable[[], None]]:
 
     def close() -> None:
         engine.dispose()
-        client.close()
 
     return KeyAdmin(KeyStore(engine), on_change=record), close
 

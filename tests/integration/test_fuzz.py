@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import schemathesis
 from falcon import testing
+from falcon.util import async_to_sync
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
@@ -40,7 +41,7 @@ from auditlog.app import create_app
 from auditlog.openapi import build_openapi
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
-from tests.helpers import WorkerProcess, wait_for
+from tests.helpers import WorkerProcess, event_stream, wait_for
 from tests.integration.conftest import (
     SUMMARY,
     TEST_OVERRIDES,
@@ -73,23 +74,40 @@ CHECKS = [
 
 
 class ServedApp:
-    """The app as a WSGI server runs it: the whole body is read, then closed (PEP 3333).
+    """The ASGI app as schemathesis's WSGI transport sees it: each request simulated on
+    Falcon's own test loop (the one the session's runtime belongs to), the whole answer
+    read, the stream closed as a server closes it.
 
-    werkzeug's test client, which schemathesis drives, leaves closing to its caller; an
-    export or follow never closed would keep its per-process slot and make the next one a
-    503. The app itself is set by the fixture, once the session's database and keys exist.
+    schemathesis's own ASGI transport runs the app on an event loop of its own, where the
+    session's database and Redis clients, bound to Falcon's test loop, cannot go. The app
+    itself is set by the fixture, once the session's database and keys exist.
     """
 
     app: Any = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        body = self.app(environ, start_response)
-        try:
-            return [b"".join(body)]
-        finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = [
+            (name[5:].replace("_", "-"), value)
+            for name, value in environ.items()
+            if name.startswith("HTTP_")
+        ]
+        for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(name):
+                headers.append((name.replace("_", "-"), environ[name]))
+        raw_path = environ.get("RAW_URI", "").split("?", 1)[0]
+        path = raw_path or environ["PATH_INFO"].encode("latin-1").decode("utf-8", "replace")
+        result = testing.simulate_request(
+            self.app,
+            environ["REQUEST_METHOD"],
+            path,
+            query_string=environ.get("QUERY_STRING") or None,
+            headers=headers,
+            body=body,
+        )
+        start_response(result.status, list(result.headers.items()))
+        return [result.content]
 
 
 SERVED = ServedApp()
@@ -131,7 +149,7 @@ def fuzz_app(
     runtime = ApiRuntime.build(fuzz_settings)
     app = create_app(fuzz_settings, runtime=runtime)
     assert testing.TestClient(app).simulate_get("/openapi.json").json == DOCUMENT
-    dead_before = runtime.stream.dead_letter_count()
+    dead_before = event_stream(settings).dead_letter_count()
     started = time.monotonic()
     SERVED.app = app
     with LogCapture() as log:
@@ -153,10 +171,10 @@ def fuzz_app(
         # What was accepted is stored, and nothing the fuzzer sent (nor the audit records of
         # its reads) poisoned the writer.
         wait_stored(owner_db, tally.accepted, timeout=60)
-        wait_for(lambda: runtime.stream.depth() == 0, timeout=60, what="the stream drained")
-        assert runtime.stream.dead_letter_count() == dead_before
+        wait_for(lambda: event_stream(settings).depth() == 0, timeout=60, what="the stream drained")
+        assert event_stream(settings).dead_letter_count() == dead_before
     finally:
-        runtime.close()
+        async_to_sync(runtime.close)
 
 
 @schema.parametrize()

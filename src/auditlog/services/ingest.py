@@ -23,7 +23,7 @@ from auditlog.errors import (
 from auditlog.services.auth import Principal
 from auditlog.services.envelope import Limits, check_event, cloudevent_field, from_cloudevent
 from auditlog.storage.ratelimit import Throttled
-from auditlog.storage.stream import EventStream
+from auditlog.storage.stream_append import StreamAppender
 
 
 class EnvelopeFormat(enum.Enum):
@@ -47,7 +47,7 @@ class IngestService:
 
     def __init__(
         self,
-        stream: EventStream,
+        stream: StreamAppender,
         limits: Limits,
         *,
         max_events: int,
@@ -60,7 +60,7 @@ class IngestService:
         self._clock = clock
         self._new_id = new_id
 
-    def submit(
+    async def submit(
         self,
         body: bytes,
         fmt: EnvelopeFormat,
@@ -88,11 +88,11 @@ class IngestService:
                     f"key {principal.name!r} may send events of {allowed} only; event(s) "
                     f"{', '.join(map(str, foreign[:20]))} are of {', '.join(names)}"
                 )
-        return self._enqueue(events, principal, request_id)
+        return await self._enqueue(events, principal, request_id)
 
-    def record(self, events: list[dict[str, Any]], *, publisher: str) -> list[str]:
+    async def record(self, events: list[dict[str, Any]], *, publisher: str) -> list[str]:
         """Enqueue events the service itself produces (already plain JSON values)."""
-        return self._enqueue(
+        return await self._enqueue(
             self._check(events, EnvelopeFormat.NATIVE), None, None, publisher=publisher
         )
 
@@ -127,7 +127,7 @@ class IngestService:
             raise InvalidEvents(errors)
         return events
 
-    def _enqueue(
+    async def _enqueue(
         self,
         events: list[dict[str, Any]],
         principal: Principal | None,
@@ -145,7 +145,7 @@ class IngestService:
             event["publisher"] = publisher
         ids = [e["id"] for e in events]
         try:
-            self._stream.append(
+            await self._stream.append(
                 [orjson.dumps(e) for e in events],
                 request_id,
                 principal.bucket if principal else None,
