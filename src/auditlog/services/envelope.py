@@ -265,7 +265,8 @@ def suspect(body: bytes, limits: Limits) -> bool:
     )
 
 
-_LONG_NUMBER = re.compile(rb"[0-9]{16}|[eE][+-]?[0-9]{3}")
+# A number in value position (after `:`, `[` or `,`) with 16 digits or a 3-digit exponent.
+_LONG_NUMBER = re.compile(rb"[:\[,]\s*-?(?:[0-9]{16}|[0-9.]+[eE][+-]?[0-9]{3})")
 
 
 def check_event(
