@@ -48,6 +48,9 @@ max_requests_jitter = 10_000
 limit_request_line = 8190
 # Header lines as long as nginx lets through (large_client_header_buffers 4 8k).
 limit_request_field_size = 8190
+# As many header lines as fit in nginx's 32 KiB (gunicorn's own default, 100, would be
+# refused here in HTML after nginx let them through); gunicorn's maximum.
+limit_request_fields = 32768
 # TODO(ops): slow clients are nginx's to bound. `timeout` above only restarts a worker whose
 # main loop stops beating, which a gthread worker's does not while one thread waits on a
 # body; gunicorn waits 5 s for a request to start but has no bound on a body that stalls.
