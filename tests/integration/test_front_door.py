@@ -14,6 +14,7 @@ Requests are sent byte for byte (tests/topology.py, `exchange`).
 from __future__ import annotations
 
 import base64
+import http.client
 import re
 import socket
 import threading
@@ -272,6 +273,40 @@ class TestWhatNginxLetsThroughTheInstanceReads:
         answer = exchange(door.nginx.address, "GET", "/v1/events", headers)
         assert answer.status == 401
         assert_problem(answer, "500 headers")
+
+
+class TestBodiesTheAppDoesNotRead:
+    def test_a_large_body_refused_unread_costs_the_next_request_nothing(
+        self, door: Door, tokens: Tokens
+    ):
+        """An instance answers a request without a key before reading its body (401), and
+        gunicorn then drains at most 64 KiB of it before it closes the connection it had
+        offered to keep alive. nginx must not send the next request (another client's POST,
+        never retried) on that connection: it would be a 502. The two requests are
+        pipelined, so that nginx picks its idle upstream connection at once."""
+        junk = b"[" + b'{"type": "x"},' * 30_000 + b"{}]"
+        event = orjson.dumps(factories.event())
+        refused = (
+            b"POST /v1/events HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(junk)}\r\n\r\n".encode()
+            + junk
+        )
+        accepted = (
+            b"POST /v1/events HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {tokens.admin}\r\nConnection: close\r\n".encode()
+            + f"Content-Length: {len(event)}\r\n\r\n".encode()
+            + event
+        )
+        host, port = door.nginx.address.rsplit(":", 1)
+        for _ in range(10):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(refused + accepted)
+                first = http.client.HTTPResponse(sock, method="POST")
+                first.begin()
+                first.read()
+                second = http.client.HTTPResponse(sock, method="POST")
+                second.begin()
+                assert (first.status, second.status) == (401, 202), second.read()[:300]
 
 
 class TestClientAddress:

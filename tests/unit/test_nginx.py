@@ -17,6 +17,7 @@ from auditlog.nginx import (
     render,
     write_config,
 )
+from auditlog.openapi import build_openapi
 from auditlog.settings import Settings
 
 TOPOLOGY = Topology(
@@ -104,3 +105,17 @@ class TestErrors:
             assert block is not None, name
             mapped = {int(s) for s in re.findall(r"^\s*(\d{3}) ", block.group(1), re.MULTILINE)}
             assert statuses <= mapped, (name, statuses - mapped)
+
+    def test_the_allow_of_nginx_405_is_the_route_table(self):
+        """nginx refuses TRACE itself; its Allow is what the app's route allows."""
+        site = (default_deploy_dir() / SITE_TEMPLATE).read_text()
+        block = re.search(r"map \$request_uri \$auditlog_route_allow \{(.*?)\n\}", site, re.DOTALL)
+        assert block is not None
+        listed = dict(re.findall(r'^\s*"~(.+?)" "(.+?)";', block.group(1), re.MULTILINE))
+        document = build_openapi(Settings.from_env({}))
+        expected = {}
+        for path, operations in document["paths"].items():
+            pattern = re.sub(r"\{[^}]+\}", "[^/?]+", path.replace(".", "\\."))
+            methods = [method.upper() for method in sorted(operations)] + ["OPTIONS"]
+            expected[f"^{pattern}(\\?|$)"] = ", ".join(methods)
+        assert listed == expected
