@@ -257,6 +257,16 @@ def test_every_error_through_nginx_is_json(
     assert not serious, serious
 
 
+def test_nginx_own_405_says_what_the_route_allows(door: Door, tokens: Tokens):
+    """TRACE never reaches the app: nginx's 405 carries the Allow the app would have sent."""
+    key = {"Authorization": f"Bearer {tokens.admin}"}
+    for path, allowed in (("/v1/events", "GET, POST, OPTIONS"), ("/v1/keys", "GET, OPTIONS")):
+        ours = exchange(door.nginx.address, "TRACE", path, key)
+        apps = exchange(door.api.address, "DELETE", path, key)
+        assert (ours.status, apps.status) == (405, 405)
+        assert ours.headers["Allow"] == apps.headers["Allow"] == allowed
+
+
 class TestWhatNginxLetsThroughTheInstanceReads:
     """nginx's limits are the tighter ones: what it passes on, the app answers (in JSON),
     never the instance's own server in its own words."""
