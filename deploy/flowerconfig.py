@@ -39,12 +39,20 @@ class PasswordFirst(web.RequestHandler):
     """Whatever the path and the method, the password comes first (Flower's own check,
     which its static files and some pages never make)."""
 
-    def prepare(self) -> Any:
+    def _password_given(self) -> bool:
         try:
-            known = BaseHandler.get_current_user(self)  # type: ignore[arg-type]
+            return bool(BaseHandler.get_current_user(self))  # type: ignore[arg-type]
         except web.HTTPError:
-            known = None
-        if not known:
+            return False
+
+    def check_xsrf_cookie(self) -> None:
+        # tornado checks a POST's XSRF token before prepare(): without the password, the
+        # answer is prepare()'s 401, not a 403 that tells the path exists.
+        if self._password_given():
+            super().check_xsrf_cookie()
+
+    def prepare(self) -> Any:
+        if not self._password_given():
             self.set_status(401)
             self.set_header("WWW-Authenticate", 'Basic realm="flower"')
             self.finish("Access denied")
@@ -52,13 +60,20 @@ class PasswordFirst(web.RequestHandler):
         return super().prepare()
 
 
+def _guarded(handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
+    return type(handler_class.__name__, (PasswordFirst, handler_class), {})
+
+
 def _password_first(handler: Any) -> Any:
     if isinstance(handler, web.URLSpec):
-        guarded = type(handler.handler_class.__name__, (PasswordFirst, handler.handler_class), {})
+        guarded = _guarded(handler.handler_class)
         return web.url(handler.regex.pattern, guarded, handler.kwargs, handler.name)
     pattern, handler_class, *rest = handler
-    return (pattern, type(handler_class.__name__, (PasswordFirst, handler_class), {}), *rest)
+    return (pattern, _guarded(handler_class), *rest)
 
 
-# Flower builds its routes from this list when it starts, after reading this file.
+# Flower builds its routes from this list, and its tornado application from these settings,
+# when it starts, after reading this file. tornado adds routes of its own for the static
+# files (and /favicon.ico, /robots.txt), served by the static handler class.
 urls.handlers[:] = [_password_first(handler) for handler in urls.handlers]
+urls.settings["static_handler_class"] = _guarded(web.StaticFileHandler)
