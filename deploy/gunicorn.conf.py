@@ -60,9 +60,8 @@ loglevel = "warning"
 # Recycle workers now and then so that a slow leak cannot grow without bound.
 max_requests = 100_000
 max_requests_jitter = 10_000
-limit_request_line = 8190
-# Header lines as long as nginx lets through (large_client_header_buffers 4 8k).
-limit_request_field_size = 8190
+# gunicorn's limit_request_* do not reach uvicorn's worker: uvicorn's httptools parser has
+# no limit of its own below nginx's (large_client_header_buffers), which refuses first.
 # TODO(ops): slow clients are nginx's to bound: uvicorn has no deadline for a body that
 # stalls (a waiting coroutine costs little, but it holds its connection). nginx reads whole
 # bodies (client_body_timeout) before an instance sees them, so the instances are reachable

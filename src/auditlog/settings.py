@@ -105,6 +105,10 @@ class Settings(BaseModel):
     worker_metrics_address: str = "127.0.0.1"
     flower_user: str = Field(default="auditlog", pattern=r"^[^:\s]{1,64}$")
     flower_password: str = ""
+    # Flower's control API (shut a worker down, grow or shrink its pool, revoke, rate-limit
+    # or send tasks) is off unless this is true: watching needs none of it, and its basic
+    # auth is all that would stand between a leaked password and the writers.
+    flower_control: bool = False
     # Where prometheus-client's multiprocess mode keeps the values of every process of one
     # API instance or worker. Read from PROMETHEUS_MULTIPROC_DIR, the variable the library
     # itself reads (it must be set before the library is imported): None is one process.
