@@ -29,11 +29,12 @@ import orjson
 import pytest
 import requests
 from flower import urls as flower_urls
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from auditlog.openapi import build_openapi
 from auditlog.settings import Settings
 from tests import factories
+from tests.helpers import wait_for
 from tests.integration.conftest import Tokens, wait_stored
 from tests.spellings import CANONICALISED, spellings
 from tests.topology import (
@@ -42,7 +43,6 @@ from tests.topology import (
     FlowerProcess,
     NginxProcess,
     exchange,
-    json_lines,
 )
 
 pytestmark = pytest.mark.slow
@@ -186,24 +186,36 @@ class TestSpellings:
                 assert answer.status == 403, where
                 assert answer.json()["title"] == "Forbidden", where
 
-    def test_nginx_forwards_the_route_as_it_routed_it(self, door: Door, tokens: Tokens):
-        """What the instance logs is the route's own path, whatever the spelling."""
+    def test_nginx_forwards_the_route_as_it_routed_it(
+        self, door: Door, tokens: Tokens, owner_db: Engine, worker: object
+    ):
+        """What the instance saw (the path its audit record of the read names) is the route's
+        own path, whatever the spelling."""
         headers = {"Authorization": f"Bearer {tokens.admin}"}
         sent = {}
         for kind, spelled in spellings("/v1/integrity/tree-head"):
             if kind in CANONICALISED:
-                request_id = f"spelled-{uuid.uuid4().hex}"
+                client_id = f"spelled-{uuid.uuid4().hex}"
                 answer = exchange(
-                    door.nginx.address, "GET", spelled, {**headers, "X-Request-ID": request_id}
+                    door.nginx.address, "GET", spelled, {**headers, "X-Request-ID": client_id}
                 )
                 assert answer.status == 200, (spelled, answer.body[:200])
-                sent[request_id] = spelled
-        lines = {
-            line["request_id"]: line["path"]
-            for line in json_lines(door.api.log_path)
-            if line.get("event") == "request"
-        }
-        assert {lines.get(rid) for rid in sent} == {"/v1/integrity/tree-head"}, sent
+                sent[client_id] = spelled
+
+        def paths() -> dict[str, str] | None:
+            with owner_db.connect() as conn:
+                rows = conn.execute(
+                    text(
+                        "SELECT context->>'client_request_id', context->>'path' FROM events"
+                        " WHERE type = 'auditlog.query.executed'"
+                        " AND context->>'client_request_id' = ANY(:ids)"
+                    ),
+                    {"ids": list(sent)},
+                ).all()
+            return dict(rows) if len(rows) == len(sent) else None  # type: ignore[arg-type]
+
+        seen = wait_for(paths, timeout=30, what="the reads' audit records")
+        assert set(seen.values()) == {"/v1/integrity/tree-head"}, sent
 
 
 # --- Errors in one shape -------------------------------------------------------------------
@@ -340,8 +352,43 @@ class TestClientAddress:
             echo.stop()
         head = echo.heads[-1].lower()
         assert b"x-forwarded-for: 127.0.0.1\r\n" in head
+        assert b"x-real-ip: 127.0.0.1\r\n" in head
         assert b"10.9.9.9" not in head
         assert b"\r\nforwarded:" not in head
+
+    def test_the_audit_record_names_the_peer_and_keeps_the_clients_id_apart(
+        self, door: Door, tokens: Tokens, owner_db: Engine
+    ):
+        """Through the door, whatever the client claims: the read's record has nginx's peer
+        address and request id, and the client's own id as the client's."""
+        client_id = f"claimed-{uuid.uuid4().hex}"
+        answer = exchange(
+            door.nginx.address,
+            "GET",
+            "/v1/integrity/public-key",
+            {
+                "Authorization": f"Bearer {tokens.reader}",
+                "X-Request-ID": client_id,
+                "X-Real-IP": "10.9.9.9",
+                "X-Forwarded-For": "10.9.9.9",
+                "Forwarded": 'for="10.9.9.9"',
+            },
+        )
+        assert answer.status == 200
+
+        def record() -> dict[str, Any] | None:
+            with owner_db.connect() as conn:
+                return conn.scalar(
+                    text(
+                        "SELECT context FROM events WHERE type = 'auditlog.query.executed'"
+                        " AND context->>'client_request_id' = :c"
+                    ),
+                    {"c": client_id},
+                )
+
+        context = wait_for(record, timeout=30, what="the read's audit record")
+        assert context["ip"] == "127.0.0.1"
+        assert context["request_id"] == answer.headers["X-Request-ID"] != client_id
 
 
 class _HeaderEcho:
