@@ -92,6 +92,8 @@ class AsyncAuditClient(ClientBase):
         if future is not None:
             seq = self._buffer.next_seq
             self._futures[seq] = (future, Item(event_id, raw, seq))
+        # TODO(scale): while spilling, put() writes to the spill file on the loop (one small
+        # write per event); asyncio.to_thread, keeping the order, if a disk is slow.
         failures, wake = self._buffer.put(event_id, raw, time.monotonic())
         if wake or future is not None:
             self._work.set()

@@ -141,6 +141,8 @@ class SpillFile:
         os.pwrite(self._pos_fd, b"%20d\n" % self._committed, 0)
 
     def close(self) -> None:
+        # TODO(ops): fsynced here only: a crash of the machine (not of the process) can lose
+        # what the kernel had not written; an option to fsync after each group of appends.
         self.rewind()
         self._save()
         os.fsync(self._fd)
