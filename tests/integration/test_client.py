@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from auditlog.client import (
     AsyncAuditClient,
     AuditClient,
     AuditLogHandler,
+    BufferFullError,
+    ClientClosedError,
     DeliveryError,
     Failure,
     Options,
@@ -33,7 +36,7 @@ from auditlog.settings import Settings
 from tests import factories
 from tests.helpers import WorkerProcess, clear_redis, settings_env, wait_for
 from tests.integration.conftest import Tokens, stored_counts, wait_stored
-from tests.topology import ApiInstance, NginxProcess
+from tests.topology import ApiInstance, NginxProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -90,8 +93,9 @@ def stack(settings: Settings, logs_dir: Path) -> Iterator[Stack]:
             started.append(service)
         yield Stack(own, nginx, apis)
     finally:
-        for service in reversed(started):
-            service.stop()
+        # Each takes seconds to stop gracefully (gunicorn, Celery's warm shutdown): together.
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(lambda service: service.stop(), started))
         nginx.remove()
         clear_redis(own)
 
@@ -233,6 +237,75 @@ class TestServiceDown:
         assert second.stats.replayed == 300
         assert spill.stat().st_size == 0
         assert_stored_once(owner_db, ids)
+
+
+class TestNothingLostSilently:
+    """With nothing listening (a refused connection, retried until close), every policy
+    accounts for every event: stored, or given to on_failure."""
+
+    @pytest.fixture
+    def nowhere(self) -> str:
+        return f"http://127.0.0.1:{free_port()}"
+
+    def test_block_waits_then_refuses_and_close_reports_the_rest(self, nowhere: str):
+        failures: list[Failure] = []
+        options = Options(buffer_events=5, block_timeout_s=0.2, linger_s=0, backoff_base_s=0.05)
+        audit = AuditClient(nowhere, "alk_x", options, on_failure=failures.append)
+        taken: list[str] = []
+
+        def emit_until_refused() -> None:
+            for _ in range(100):
+                taken.append(audit.emit(factories.event()))
+
+        with pytest.raises(BufferFullError):
+            emit_until_refused()
+        assert 5 <= len(taken) <= 10  # the buffer, and the batch the sender holds
+        audit.close(timeout=0.2)
+        assert sorted(f.id for f in failures) == sorted(taken)
+        assert {f.kind for f in failures} == {"undelivered"}
+        assert audit.stats.emitted == audit.stats.failed == len(taken)
+        with pytest.raises(ClientClosedError):
+            audit.emit(factories.event())
+
+    def test_close_frees_an_emit_waiting_for_room(self, nowhere: str):
+        audit = AuditClient(nowhere, "alk_x", Options(buffer_events=1, linger_s=0))
+        outcome: list[BaseException] = []
+
+        def fill() -> None:
+            try:
+                while True:
+                    audit.emit(factories.event())
+            except Exception as exc:
+                outcome.append(exc)
+
+        filler = threading.Thread(target=fill)
+        filler.start()
+        time.sleep(0.3)
+        audit.close(timeout=0)
+        filler.join(5)
+        assert [type(e) for e in outcome] == [ClientClosedError]
+
+    def test_drop_oldest_reports_each_dropped_event(self, nowhere: str):
+        failures: list[Failure] = []
+        options = Options(buffer_events=5, overflow=Overflow.DROP_OLDEST, linger_s=0)
+        audit = AuditClient(nowhere, "alk_x", options, on_failure=failures.append)
+        ids = [audit.emit(factories.event()) for _ in range(50)]
+        dropped = [f.id for f in failures if f.kind == "dropped"]
+        assert len(dropped) == audit.stats.dropped >= 40
+        assert dropped == [i for i in ids if i in set(dropped)]  # oldest first
+        audit.close(timeout=0.1)
+        assert sorted(f.id for f in failures) == sorted(ids)
+        assert audit.stats.failed == 50
+
+    def test_emit_sync_times_out_and_the_event_stays_queued(self, nowhere: str):
+        failures: list[Failure] = []
+        audit = AuditClient(nowhere, "alk_x", on_failure=failures.append)
+        with pytest.raises(TimeoutError, match=r"not accepted within 0\.2 s"):
+            audit.emit_sync(factories.event(), timeout=0.2)
+        assert audit.stats.buffered + audit.stats.failed == 0  # in the sender's hands
+        assert not audit.flush(timeout=0.1)
+        audit.close(timeout=0)
+        assert [f.kind for f in failures] == ["undelivered"]
 
 
 class TestRefusals:

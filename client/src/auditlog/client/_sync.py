@@ -141,8 +141,9 @@ class AuditClient(ClientBase):
             self._work.notify_all()
             self._progress.notify_all()
         self._stopping.set()
-        # A request in flight at the deadline ends within its own timeout.
-        self._sender.join(timeout + self._options.timeout_s + 1)
+        if threading.current_thread() is not self._sender:  # close() from on_failure
+            # A request in flight at the deadline ends within its own timeout.
+            self._sender.join(timeout + self._options.timeout_s + 1)
         with self._lock:
             failures = self._buffer.close()
             # Still waiting: events in the spill file (failures are answered below).
