@@ -28,15 +28,17 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 stamp=.venv/.installed
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PYTHON" -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing the package and its dependencies into .venv"
+  log "installing the package, the client (client/) and their dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[serve,dev]'
+  # Two distributions sharing the `auditlog` namespace package: the server and the client
+  # (published on its own as auditlog-client; its tests run in this suite).
+  .venv/bin/pip install -q -e '.[serve,dev]' -e ./client
   echo "$want" >"$stamp"
 fi
 
