@@ -60,3 +60,12 @@ def cloudevent(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return base
+
+
+def principal(scope: str = "admin", name: str = "test-key", *services: str) -> Any:
+    """A key as the API sees it after authentication (services.auth.Principal)."""
+    from auditlog.services.auth import Principal, Scope  # noqa: PLC0415 - a test helper
+
+    return Principal(
+        name=name, scope=Scope(scope), services=frozenset(services), rate_per_s=100.0, burst=100
+    )

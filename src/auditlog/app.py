@@ -45,6 +45,7 @@ _STATUS: dict[type[errors.AuditlogError], tuple[str, str]] = {
     errors.BodyTooLarge: (falcon.HTTP_413, "Payload too large"),
     errors.UnsupportedMediaType: (falcon.HTTP_415, "Unsupported media type"),
     errors.InvalidEvents: (falcon.HTTP_422, "Invalid events"),
+    errors.QueryTooCostly: (falcon.HTTP_422, "Query too costly"),
     errors.RateLimited: (falcon.HTTP_429, "Too many requests"),
     errors.Overloaded: (falcon.HTTP_503, "Overloaded"),
     errors.Unavailable: (falcon.HTTP_503, "Service unavailable"),

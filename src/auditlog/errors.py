@@ -54,6 +54,10 @@ class InvalidQuery(AuditlogError):
         super().__init__(f"{parameter}: {message}")
 
 
+class QueryTooCostly(AuditlogError):
+    """A read ran over the time a read may take (AUDITLOG_READ_STATEMENT_TIMEOUT_MS): 422."""
+
+
 class NotFound(AuditlogError):
     """The thing asked for does not exist: 404."""
 

@@ -19,7 +19,7 @@ from auditlog.services.envelope import (
     EventIn,
 )
 from auditlog.services.export import FORMATS as EXPORT_FORMATS
-from auditlog.services.queries import DEFAULT_LIMIT, MAX_LIMIT
+from auditlog.services.queries import DEFAULT_LIMIT, DEFAULT_TOP, MAX_LIMIT, MAX_TOP
 from auditlog.services.tail import DEFAULT_TAIL_LIMIT as TAIL_DEFAULT_LIMIT
 from auditlog.settings import Settings
 from auditlog.storage.events import GROUP_KEYS
@@ -211,10 +211,19 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "Buckets": {
             "type": "object",
+            "description": (
+                "Every bucket of the range, zero-filled. Grouped: one row per bucket for each "
+                "of the `groups` (the `top` with the most events in the range, most first), "
+                "then, when `others` groups were left out, one row per bucket with "
+                "`other: true` summing them."
+            ),
             "required": ["width", "group_by", "buckets"],
             "properties": {
                 "width": {"type": "string"},
                 "group_by": _NULLABLE_STRING,
+                "top": {"type": "integer", "minimum": 1, "maximum": MAX_TOP},
+                "groups": {"type": "array", "items": _NULLABLE_STRING},
+                "others": {"type": "integer", "minimum": 0},
                 "buckets": {
                     "type": "array",
                     "items": {
@@ -224,6 +233,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                             "start": _TIMESTAMP,
                             "count": {"type": "integer", "minimum": 0},
                             "key": _NULLABLE_STRING,
+                            "other": {"const": True},
                         },
                         "additionalProperties": False,
                     },
@@ -400,6 +410,13 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             {"type": "string", "pattern": r"^[1-9][0-9]{0,4}[mhd]$", "default": "1h"},
         ),
         _query("group_by", "Count per value of this field.", {"enum": list(GROUP_KEYS)}),
+        _query(
+            "top",
+            "Grouped: the groups with the most events in the range to count one by one; the "
+            "rest are summed per bucket (`other`). Buckets × (top + 1) is at most "
+            f"{settings.max_bucket_cells}.",
+            {"type": "integer", "minimum": 1, "maximum": MAX_TOP, "default": DEFAULT_TOP},
+        ),
     ]
     bad_query = _error(BAD_QUERY)
     tail_default = min(TAIL_DEFAULT_LIMIT, settings.tail_size)
@@ -651,6 +668,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("Buckets"), "Counts per bucket (and key)."),
                         "400": bad_query,
+                        "422": _error("The query ran longer than a read may; narrow it."),
                         "503": unavailable,
                     },
                 },

@@ -47,6 +47,8 @@ class Settings(BaseModel):
     admin_database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     db_pool_size: int = Field(default=6, ge=1)  # = gunicorn threads per process
     db_statement_timeout_ms: int = Field(default=30_000, ge=100)
+    # The API's reads: a query that runs longer is cancelled and answered 422 (narrow it).
+    read_statement_timeout_ms: int = Field(default=10_000, ge=100)
 
     # Redis: the ingest stream and its consumer group; Celery's broker may live elsewhere.
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -116,6 +118,8 @@ class Settings(BaseModel):
 
     # The live tail (a cache in Redis kept by the writer) and the long-lived reads: follow
     # (Server-Sent Events) and export. See docs/DESIGN.md, "Tail, follow, export".
+    # The most counts one GET /v1/stats/buckets answers (buckets × groups).
+    max_bucket_cells: int = Field(default=10_000, ge=100)
     tail_size: int = Field(default=1000, ge=1, le=100_000)  # events per cached tail
     tail_timeout_s: float = Field(default=0.25, gt=0)  # a slower cache is skipped for the DB
     follow_max_s: float = Field(default=300.0, gt=0)  # a follow stream ends after this

@@ -3,11 +3,13 @@ services; reads are audited; keys are rate limited and revocable."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
 from typing import Any
 
+import orjson
 import pytest
 from falcon import testing
 from falcon.util import async_to_sync
@@ -16,6 +18,7 @@ from sqlalchemy import Engine, text
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
+from auditlog.storage.keys import KeyStore
 from tests import factories
 from tests.helpers import event_stream, settings_env, wait_for
 from tests.integration.conftest import (
@@ -417,3 +420,169 @@ class TestKeyCommands:
         result = self.cli(settings, "create", *args)
         assert result.returncode == 2
         assert result.stderr.startswith("auditlog: ")
+
+
+@pytest.fixture(scope="module")
+def own_event(
+    app: Any, settings: Settings, tokens: Tokens, owner_db: Engine, worker: object
+) -> str:
+    """The id of a stored auditlog.key.* event (beside a producer's)."""
+    theirs = factories.event()
+    assert post(authorized(app, tokens.admin), theirs).status_code == 202
+    wait_stored(owner_db, [theirs["id"]])
+    name = f"visible-{time.monotonic_ns()}"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "auditlog.cli",
+            "keys",
+            "create",
+            "--name",
+            name,
+            "--scope",
+            "read",
+        ],
+        env=settings_env(settings),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    admin = authorized(app, tokens.admin)
+
+    def stored() -> str | None:
+        found = admin.simulate_get(
+            "/v1/events", params={"type": "auditlog.key.created", "subject_id": name}
+        ).json["events"]
+        return found[0]["id"] if found else None
+
+    return wait_for(stored, timeout=30, what="the key's creation in the log")
+
+
+class TestOwnEvents:
+    """The service's own events (key changes, records of reads) are for admin keys: a read
+    key could otherwise rebuild the key list it may not read."""
+
+    def test_an_admin_reads_them(self, app: Any, tokens: Tokens, own_event: str):
+        admin = authorized(app, tokens.admin)
+        assert admin.simulate_get(f"/v1/events/{own_event}").status_code == 200
+        assert admin.simulate_get(f"/v1/events/{own_event}/proof").status_code == 200
+
+    def test_a_read_key_does_not_see_them_anywhere(self, app: Any, tokens: Tokens, own_event: str):
+        reader = authorized(app, tokens.reader)
+        assert reader.simulate_get(f"/v1/events/{own_event}").status_code == 404
+        assert reader.simulate_get(f"/v1/events/{own_event}/proof").status_code == 404
+        listed = reader.simulate_get("/v1/events", params={"limit": 1000}).json["events"]
+        tail = reader.simulate_get("/v1/events/tail", params={"limit": 1000}).json["events"]
+        export = reader.simulate_get("/v1/events/export").text.splitlines()
+        for found in (listed, tail, [orjson.loads(line) for line in export]):
+            assert found
+            assert not [e for e in found if e["type"].startswith("auditlog.")]
+        counts = reader.simulate_get(
+            "/v1/stats/buckets",
+            params={
+                "group_by": "type",
+                "top": 100,
+                "width": "366d",
+                "since": "2020-01-01T00:00:00Z",
+                "until": "2030-01-01T00:00:00Z",
+            },
+        )
+        assert counts.status_code == 200, counts.json
+        assert not [g for g in counts.json["groups"] if (g or "").startswith("auditlog.")]
+
+    @pytest.mark.parametrize(
+        "params",
+        [{"service": "auditlog"}, {"type": "auditlog.key.created"}, {"type": "auditlog.*"}],
+    )
+    def test_asking_for_them_is_403(self, app: Any, tokens: Tokens, params: dict[str, str]):
+        reader = authorized(app, tokens.reader)
+        for path in ("/v1/events", "/v1/events/export", "/v1/events/tail"):
+            answer = reader.simulate_get(path, params=params)
+            assert answer.status_code == 403, (path, answer.text)
+            assert "admin keys" in answer.json["description"]
+
+
+class TestRevokedKeyEndsLongAnswers:
+    def test_a_follow_ends_once_its_key_is_revoked(
+        self, settings: Settings, owner_db: Engine, worker: object
+    ):
+        own = settings.model_copy(update={"follow_max_s": 30.0, "follow_poll_s": 0.05})
+        runtime = ApiRuntime.build(own)
+        name = f"revoked-{time.monotonic_ns()}"
+        token = create_key(own, name, "read")
+        follower = authorized(create_app(own, runtime=runtime), token)
+
+        async def scenario() -> tuple[Any, float]:
+            async with testing.ASGIConductor(follower.app, headers=bearer(token)) as conductor:
+                started = time.monotonic()
+
+                async def revoke() -> None:
+                    await asyncio.sleep(1.0)
+                    await asyncio.to_thread(KeyStore(owner_db).revoke, name)
+
+                answer, _ = await asyncio.gather(
+                    conductor.simulate_get("/v1/events/tail", params={"follow": "true"}),
+                    revoke(),
+                )
+                return answer, time.monotonic() - started
+
+        try:
+            answer, took = async_to_sync(scenario)
+        finally:
+            async_to_sync(runtime.close)
+        assert answer.status_code == 200
+        assert b"the key was revoked" in answer.content
+        # Revoked at 1 s, noticed within the key cache's lifetime and a check's interval.
+        assert took < 1.0 + 3 * own.key_cache_s + 2.0, took
+
+
+class TestRefusedWorkIsCharged:
+    def test_invalid_bodies_spend_the_keys_rate(self, app: Any, settings: Settings):
+        """A key limited to 1 request/s sending large invalid bodies: after the first, they
+        are refused for their rate before the body is even read."""
+        token = create_key(
+            settings, f"sloppy-{time.monotonic_ns()}", "write", "billing", rate_per_s=1, burst=1
+        )
+        client = authorized(app, token)
+        junk = orjson.dumps([{"type": "Not A Type", "data": {"x": "y" * 1000}}] * 1000)
+        answers = [post(client, junk).status_code for _ in range(6)]
+        assert answers[0] == 422
+        assert answers.count(429) >= 4, answers
+
+    def test_the_problem_list_is_bounded(self, app: Any, tokens: Tokens):
+        junk = [{"type": "Not A Type", "service": "billing"} for _ in range(500)]
+        answer = post(authorized(app, tokens.admin), junk)
+        assert answer.status_code == 422
+        assert len(answer.json["errors"]) == 100
+        assert answer.json["errors_total"] > 500
+        assert len(answer.content) < 20_000
+
+
+class TestReadRecordsAreBounded:
+    def test_a_large_query_leaves_a_small_record(
+        self, app: Any, tokens: Tokens, owner_db: Engine, worker: object
+    ):
+        reader = authorized(app, tokens.reader)
+        request_id = f"big-{time.monotonic_ns()}"
+        query = "&".join(f"p{n}={'v' * 200}" for n in range(36))  # 7.5 KB of unknown names
+        answer = reader.simulate_get(
+            "/v1/events", query_string=query, headers={"X-Request-ID": request_id}
+        )
+        assert answer.status_code == 400
+
+        def record() -> Any:
+            with owner_db.connect() as conn:
+                return conn.execute(
+                    text(
+                        "SELECT data, pg_column_size(data) + pg_column_size(context) AS size"
+                        " FROM events WHERE type = 'auditlog.query.executed'"
+                        " AND context->>'request_id' = :r"
+                    ),
+                    {"r": request_id},
+                ).first()
+
+        row = wait_for(record, timeout=20, what="the audit record of the read")
+        assert row.size < 4096, row.size
+        assert row.data["query_bytes"] == len(query)
+        assert len(row.data["query_sha256"]) == 64

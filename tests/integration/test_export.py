@@ -173,7 +173,9 @@ class TestRefusals:
                 return True
 
             async def start(key: str) -> Any:
-                return await runtime.exports.export(query, key=key, still_allowed=allowed)
+                return await runtime.exports.export(
+                    query, viewer=factories.principal(name=key), still_allowed=allowed
+                )
 
             held = [await start("a") for _ in range(per_key)]
             with pytest.raises(Overloaded, match="per key"):  # one key cannot take them all

@@ -350,6 +350,10 @@ def fuzz_through_nginx(case: Any, fuzz_edge: FuzzEdge, tokens: Tokens) -> None:
     if again.status >= 400:
         assert again.headers.get_content_type() == "application/json", where
         problem = again.json()
-        assert {"title", "description"} <= set(problem) <= {"title", "description", "errors"}, where
+        assert (
+            {"title", "description"}
+            <= set(problem)
+            <= {"title", "description", "errors", "errors_total"}
+        ), where
     elif again.status == 202:
         edge_tally.accepted.extend(again.json()["ids"])

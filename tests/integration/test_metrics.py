@@ -16,6 +16,7 @@ from auditlog.settings import Settings
 from tests import factories
 from tests.helpers import clear_redis, event_stream
 from tests.integration.conftest import admin_client, post
+from tests.topology import total
 
 
 def samples(client: testing.TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -61,6 +62,18 @@ class TestMetricsEndpoint:
         assert delta(latency, method="POST", route="/v1/events", status="422") == 1
         # Unknown paths share one label: a scanner cannot grow the series without bound.
         assert delta(latency, method="GET", route="unmatched", status="404") == 1
+
+    def test_made_up_methods_share_one_label(self, client: testing.TestClient):
+        """A client cannot add series by inventing methods: every label value comes from a
+        closed set (known methods or `other`, route templates, status codes)."""
+        before = samples(client)
+        for n in range(20):
+            client.simulate_request(f"SPX{n:04d}", "/healthz")
+        after = samples(client)
+        methods = {dict(labels).get("method") for _, labels in after}
+        assert not [m for m in methods if m and m.startswith("SPX")]
+        latency = "auditlog_http_request_duration_seconds_count"
+        assert total(after, latency, method="other") - total(before, latency, method="other") == 20
 
     def test_queue_depth_is_the_stream_length(self, settings: Settings):
         # A stream of its own that no worker drains: the depth stays put while it is read.

@@ -9,12 +9,15 @@ from typing import Any
 import pytest
 from falcon import testing
 from falcon.util import async_to_sync
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from auditlog.app import create_app
+from auditlog.runtime import ApiRuntime
 from auditlog.services.queries import can_count_hourly
+from auditlog.settings import Settings
 from auditlog.storage.events import EventFilter
 from tests import factories
-from tests.integration.conftest import post, wait_stored
+from tests.integration.conftest import admin_client, post, wait_stored
 
 # A private day in the past so these tests see only their own events.
 DAY = datetime(2025, 3, 10, tzinfo=UTC)
@@ -331,6 +334,106 @@ class TestBuckets:
         assert result.json["description"].startswith(f"{parameter}:")
 
 
+@pytest.fixture(scope="module")
+def actors(api: testing.TestClient, owner_db: Engine) -> dict[str, Any]:
+    """A service whose events come from 30 actors, actor n sending n + 1 events."""
+    service = f"many-{uuid.uuid4().hex[:8]}"
+    sent = [
+        factories.event(
+            service=service, actor={"type": "user", "id": f"actor-{n:02d}"}, occurred_at=at(n)
+        )
+        for n in range(30)
+        for _ in range(n + 1)
+    ]
+    assert post(api, sent).status_code == 202
+    wait_stored(owner_db, [e["id"] for e in sent])
+    return {"service": service, "sent": sent}
+
+
+class TestBoundedAnswers:
+    """Every bucket answer is bounded in size and work, however many groups there are."""
+
+    def test_the_top_groups_and_the_rest_summed(
+        self, api: testing.TestClient, actors: dict[str, Any]
+    ):
+        result = api.simulate_get(
+            "/v1/stats/buckets",
+            params={
+                "service": actors["service"],
+                "group_by": "actor_id",
+                "top": "5",
+                "width": "1d",
+                "since": at(0),
+                "until": at(24 * 60),
+            },
+        )
+        assert result.status_code == 200, result.json
+        body = result.json
+        assert body["groups"] == [f"actor-{n:02d}" for n in range(29, 24, -1)]  # most first
+        assert body["others"] == 25
+        assert len(body["buckets"]) == 6  # one bucket: five groups and the rest
+        other = [b for b in body["buckets"] if b.get("other")]
+        assert len(other) == 1
+        assert "key" not in other[0]
+        assert other[0]["count"] == sum(n + 1 for n in range(25))
+        assert sum(b["count"] for b in body["buckets"]) == len(actors["sent"])
+
+    def test_default_is_ten_groups(self, api: testing.TestClient, actors: dict[str, Any]):
+        result = api.simulate_get(
+            "/v1/stats/buckets",
+            params={
+                "service": actors["service"],
+                "group_by": "actor_id",
+                "since": at(0),
+                "until": at(24 * 60),
+            },
+        )
+        assert result.json["top"] == 10
+        assert len(result.json["groups"]) == 10
+        assert result.json["others"] == 20
+
+    @pytest.mark.parametrize(
+        ("params", "parameter"),
+        [
+            # 6 days of minutes: 8,640 buckets × 11 series (the probe that got 710 MB).
+            ({"width": "1m", "group_by": "actor_id"}, "width"),
+            # 6 days of hours: 144 buckets × 101 series.
+            ({"width": "1h", "group_by": "actor_id", "top": "100"}, "top"),
+            ({"width": "1m", "since": "2026-01-01T00:00:00Z"}, "width"),  # 10,000+ buckets
+            ({"width": "1h", "top": "5"}, "top"),  # top without group_by
+            ({"width": "1h", "group_by": "type", "top": "0"}, "top"),
+            ({"width": "1h", "group_by": "type", "top": "101"}, "top"),
+        ],
+    )
+    def test_an_answer_too_large_is_refused_naming_the_parameter(
+        self, api: testing.TestClient, params: dict[str, str], parameter: str
+    ):
+        query = {"since": "2026-03-01T00:00:00Z", "until": "2026-03-07T00:00:00Z", **params}
+        result = api.simulate_get("/v1/stats/buckets", params=query)
+        assert result.status_code == 400, result.json
+        assert result.json["description"].startswith(f"{parameter}:")
+
+    def test_a_read_over_its_time_is_422(
+        self, settings: Settings, owner_db: Engine, actors: dict[str, Any]
+    ):
+        """statement_timeout cancels a read that runs long (here: one waiting for a lock)."""
+        own = settings.model_copy(update={"read_statement_timeout_ms": 200})
+        runtime = ApiRuntime.build(own)
+        try:
+            client = admin_client(create_app(own, runtime=runtime))
+            with owner_db.connect() as conn, conn.begin():
+                conn.execute(text("LOCK TABLE event_counts IN ACCESS EXCLUSIVE MODE"))
+                result = client.simulate_get(
+                    "/v1/stats/buckets",
+                    params={"service": actors["service"], "since": at(0), "until": at(24 * 60)},
+                )
+            assert result.status_code == 422, result.json
+            assert result.json["title"] == "Query too costly"
+            assert "narrow it" in result.json["description"]
+        finally:
+            async_to_sync(runtime.close)
+
+
 class TestHourlyCounts:
     """The writer's hourly counts give exactly the answer a scan of the log gives."""
 
@@ -356,10 +459,10 @@ class TestHourlyCounts:
             service=corpus["service"], since=DAY, until=DAY + timedelta(days=2), **filters
         )
         assert can_count_hourly(flt, width, group_by)
-        hourly = async_to_sync(runtime.store.hourly_bucket_counts, flt, width, group_by)
-        scanned = async_to_sync(runtime.store.bucket_counts, flt, width, group_by)
+        hourly = async_to_sync(runtime.store.hourly_bucket_counts, flt, width, group_by, top=3)
+        scanned = async_to_sync(runtime.store.bucket_counts, flt, width, group_by, top=3)
         assert hourly == scanned
-        assert sum(n for _, _, n in hourly) > 0
+        assert sum(n for _, _, _, n in hourly.rows) > 0
 
     def test_what_hours_cannot_answer_goes_to_the_log(self):
         hour = timedelta(hours=1)

@@ -25,6 +25,8 @@ from tests import factories
 from tests.helpers import ApiProcess, WorkerProcess, clear_redis, rss_kib, seal_tree, wait_for
 from tests.integration.conftest import create_key, make_settings, wait_stored
 
+ADMIN = factories.principal()  # reads every event
+
 pytestmark = pytest.mark.slow
 
 EVENTS = 300_000
@@ -201,15 +203,15 @@ class TestTailSpeed:
                 ("one service, 100", {"service": "billing", "limit": "100"}),
                 ("one type, 20", {"type": "customer.billed", "limit": "20"}),
             ):
-                hit = async_to_sync(cached.tail.tail, params)
-                miss = async_to_sync(direct.tail.tail, params)
+                hit = async_to_sync(cached.tail.tail, params, viewer=ADMIN)
+                miss = async_to_sync(direct.tail.tail, params, viewer=ADMIN)
                 assert (hit.source, miss.source) == ("cache", "database")
                 assert [orjson.loads(e) for e in hit.events] == [
                     orjson.loads(e) for e in miss.events
                 ]
                 figures[name] = (
-                    timed(lambda p=params: async_to_sync(cached.tail.tail, p)),  # type: ignore[misc]
-                    timed(lambda p=params: async_to_sync(direct.tail.tail, p)),  # type: ignore[misc]
+                    timed(lambda p=params: async_to_sync(cached.tail.tail, p, viewer=ADMIN)),  # type: ignore[misc]
+                    timed(lambda p=params: async_to_sync(direct.tail.tail, p, viewer=ADMIN)),  # type: ignore[misc]
                 )
             print()  # the figures go in the report (pytest -s)
             for name, ((cache_med, cache_p95), (db_med, db_p95)) in figures.items():

@@ -53,7 +53,9 @@ def tail(source: testing.TestClient | ApiRuntime, **params: Any) -> list[dict[st
     """The tail through HTTP, or straight from the service (a read through the API is itself
     audited: an event of service `auditlog` joins the whole-log tail right after)."""
     if isinstance(source, ApiRuntime):
-        answer = async_to_sync(source.tail.tail, {k: str(v) for k, v in params.items()})
+        answer = async_to_sync(
+            source.tail.tail, {k: str(v) for k, v in params.items()}, viewer=factories.principal()
+        )
         return [orjson.loads(e) for e in answer.events]
     result = source.simulate_get("/v1/events/tail", params=params)
     assert result.status_code == 200, result.text

@@ -63,7 +63,7 @@ class EventsResource:
         resp.media = {"accepted": len(ids), "ids": ids}
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        page = await self._queries.list(req.params)
+        page = await self._queries.list(req.params, viewer=req.context.principal)
         req.context.results = len(page.events)
         resp.media = {"events": page.events, "next_cursor": page.next_cursor}
 
@@ -80,5 +80,5 @@ class EventResource:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, event_id: str
     ) -> None:
         no_parameters(req.params)
-        resp.media = await self._queries.get(event_id)
+        resp.media = await self._queries.get(event_id, viewer=req.context.principal)
         req.context.results = 1

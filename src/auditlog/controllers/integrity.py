@@ -32,7 +32,9 @@ class InclusionProofResource:
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, event_id: str
     ) -> None:
-        resp.media = await self._integrity.inclusion_proof(event_id, req.params)
+        resp.media = await self._integrity.inclusion_proof(
+            event_id, req.params, viewer=req.context.principal
+        )
 
 
 class ConsistencyProofResource:

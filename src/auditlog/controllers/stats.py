@@ -17,6 +17,6 @@ class BucketsResource:
         self._queries = queries
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await self._queries.buckets(req.params)
+        body = await self._queries.buckets(req.params, viewer=req.context.principal)
         req.context.results = len(body["buckets"])
         resp.media = body

@@ -36,7 +36,7 @@ class TailResource:
             stream = await self._tail.follow(
                 params,
                 req.get_header("Last-Event-ID"),
-                key=principal.name,
+                viewer=principal,
                 still_allowed=lambda: self._authenticator.still_valid(principal),
             )
             resp.content_type = SSE
@@ -46,7 +46,7 @@ class TailResource:
             return
         if follow != "false":
             raise InvalidQuery("follow", "must be true or false")
-        answer = await self._tail.tail(params)
+        answer = await self._tail.tail(params, viewer=req.context.principal)
         req.context.log_fields = {"tail": answer.source}
         req.context.results = len(answer.events)
         resp.etag = answer.etag
@@ -79,7 +79,7 @@ class ExportResource:
         principal = req.context.principal
         export = await self._exports.export(
             req.params,
-            key=principal.name,
+            viewer=principal,
             still_allowed=lambda: self._authenticator.still_valid(principal),
         )
         resp.content_type = export.media_type

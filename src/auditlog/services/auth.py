@@ -22,6 +22,10 @@ from auditlog.storage.ratelimit import Bucket, RateLimiter
 log = structlog.get_logger("auditlog.auth")
 
 MISS_RELOAD_S = 0.1
+# The type prefix of the service's own events (key changes, the records of reads): only
+# admin keys read them, or a read key could rebuild the key list it may not read (producers
+# cannot send such types: reserved names).
+OWN_TYPE_PREFIX = "auditlog."
 TOKEN_PREFIX = "alk_"  # noqa: S105 - a prefix, not a secret: makes a leaked token recognizable
 KEY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SERVICE = re.compile(SERVICE_PATTERN)
@@ -55,6 +59,11 @@ class Principal:
 
     def may(self, need: Scope) -> bool:
         return self.scope is Scope.ADMIN or self.scope is need
+
+    @property
+    def hidden_types(self) -> str | None:
+        """The type prefix of events this key may not read; None: it reads every event."""
+        return None if self.scope is Scope.ADMIN else OWN_TYPE_PREFIX
 
     @property
     def bound_services(self) -> frozenset[str] | None:
@@ -102,8 +111,9 @@ class Authenticator:
         self._default_burst = default_burst
         self._clock = clock
         self._cache: dict[bytes, ApiKey] | None = None
-        self._loaded_at = 0.0
+        self._loaded_at = float("-inf")
         self._loading: asyncio.Task[None] | None = None
+        self._loading_since = 0.0
         # Keys known to have spent their bucket, and until when (monotonic): refused before
         # any work is done for them, without asking Redis.
         self._empty_until: dict[str, float] = {}
@@ -112,34 +122,49 @@ class Authenticator:
     def ttl_s(self) -> float:
         return self._ttl_s
 
-    async def _reload(self) -> None:
+    async def _reload(self, started: float) -> None:
         try:
-            self._cache = await self._keys.active()
+            keys = await self._keys.active()
         except Unavailable:
             if self._cache is None:
                 raise
             # Keep serving with the keys we know (ingest must outlive a database outage);
             # revocations wait for the database to come back.
             log.warning("key table unreadable; using the last copy")
-        self._loaded_at = self._clock()
+            keys = self._cache
+        # A copy is as old as the moment its read began; a slower, older read that ends
+        # after a newer one does not replace it.
+        if started >= self._loaded_at:
+            self._cache, self._loaded_at = keys, started
 
     async def _active(self, max_age_s: float | None = None) -> dict[bytes, ApiKey]:
         max_age = self._ttl_s if max_age_s is None else max_age_s
-        if self._cache is not None and self._clock() - self._loaded_at < max_age:
+        now = self._clock()
+        if self._cache is not None and now - self._loaded_at < max_age:
             return self._cache
-        if self._loading is None:
-            self._loading = asyncio.ensure_future(self._reload())
+        # A read already under way will do, unless it began too long ago to be fresh enough
+        # (a key created since it began would not be in it).
+        if self._loading is None or now - self._loading_since >= max_age:
+            self._loading_since = now
+            self._loading = asyncio.ensure_future(self._reload(now))
             self._loading.add_done_callback(self._loaded)
+        loading = self._loading
         if self._cache is not None and max_age_s is None:
             return self._cache  # older than ttl_s by at most the reload under way
         # Wait for the copy being loaded (shielded: a request cancelled meanwhile must not
         # cancel the load the others wait for).
-        await asyncio.shield(self._loading)
+        await asyncio.shield(loading)
         assert self._cache is not None
         return self._cache
 
+    async def close(self) -> None:
+        """Wait for a read of the keys under way (its connection goes back to the pool)."""
+        if self._loading is not None:
+            await asyncio.gather(self._loading, return_exceptions=True)
+
     def _loaded(self, task: asyncio.Task[None]) -> None:
-        self._loading = None
+        if self._loading is task:
+            self._loading = None
         if not task.cancelled():
             task.exception()  # retrieved here; the waiters re-raise it themselves
 

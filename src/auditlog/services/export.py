@@ -14,6 +14,7 @@ import orjson
 
 from auditlog.canonical import EVENT_FIELDS
 from auditlog.errors import InvalidQuery
+from auditlog.services.auth import Principal
 from auditlog.services.queries import FILTER_PARAMS, Params, event_filter, single_values
 from auditlog.services.streams import ClosingStream, KeyCheck, Slots, StillAllowed
 from auditlog.storage.events import EventReader
@@ -131,16 +132,18 @@ class ExportService:
     def running(self) -> int:
         return self._slots.held
 
-    async def export(self, params: Params, *, key: str, still_allowed: StillAllowed) -> Export:
-        """Start an export for `key`; it ends early if `still_allowed` says the key was
-        revoked meanwhile."""
+    async def export(
+        self, params: Params, *, viewer: Principal, still_allowed: StillAllowed
+    ) -> Export:
+        """Start an export of what `viewer` may read; it ends early if `still_allowed` says
+        the key was revoked meanwhile."""
         values = single_values(params, EXPORT_PARAMS)
         name = values.get("format", "ndjson")
         fmt = FORMATS.get(name)
         if fmt is None:
             raise InvalidQuery("format", f"must be one of {', '.join(FORMATS)}")
-        flt = event_filter(values)
-        release = self._slots.acquire(key)
+        flt = event_filter(values, viewer)
+        release = self._slots.acquire(viewer.name)
         try:
             pages = self._store.export(flt)
             # Run the query now: a database that does not answer is a 503, not a cut stream.

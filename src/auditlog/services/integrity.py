@@ -11,6 +11,7 @@ from auditlog.integrity import verify_consistency, verify_inclusion
 from auditlog.integrity.heads import TreeHead, b64
 from auditlog.integrity.merkle import NodeFn, consistency_path, inclusion_path, needed_nodes
 from auditlog.integrity.proofs import b64decode
+from auditlog.services.auth import Principal
 from auditlog.services.queries import Params, QueryService, single_values
 from auditlog.storage.tree import TreeInconsistent, TreeReader
 
@@ -42,10 +43,12 @@ class IntegrityService:
         values = single_values(params, ("size",))
         return (await self._head(_size(values, "size"))).as_dict()
 
-    async def inclusion_proof(self, event_id: str, params: Params) -> dict[str, Any]:
+    async def inclusion_proof(
+        self, event_id: str, params: Params, *, viewer: Principal
+    ) -> dict[str, Any]:
         values = single_values(params, ("tree_size",))
         size = _size(values, "tree_size")
-        event = await self._queries.get(event_id)
+        event = await self._queries.get(event_id, viewer=viewer)
         head = await self._head(size)
         index = event["seq"]
         if index >= head.tree_size:

@@ -16,9 +16,16 @@ from typing import Any, Literal
 import orjson
 
 from auditlog.canonical import format_timestamp, parse_timestamp
-from auditlog.errors import InvalidQuery, NotFound
+from auditlog.errors import Forbidden, InvalidQuery, NotFound
+from auditlog.services.auth import Principal
 from auditlog.services.envelope import OUTCOMES
-from auditlog.storage.events import BUCKET_ORIGIN, GROUP_KEYS, EventFilter, EventReader
+from auditlog.storage.events import (
+    BUCKET_ORIGIN,
+    GROUP_KEYS,
+    BucketCounts,
+    EventFilter,
+    EventReader,
+)
 
 # Bytes of HMAC-SHA256 a cursor carries: enough that a forged one is never accepted.
 CURSOR_MAC_BYTES = 16
@@ -41,10 +48,13 @@ FILTER_PARAMS = (
     "until",
 )
 LIST_PARAMS = (*FILTER_PARAMS, "limit", "order", "cursor")
-BUCKET_PARAMS = (*FILTER_PARAMS, "width", "group_by")
+BUCKET_PARAMS = (*FILTER_PARAMS, "width", "group_by", "top")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_BUCKETS = 10_000
+# Groups of a grouped bucket answer: the `top` with the most events, the rest summed.
+DEFAULT_TOP = 10
+MAX_TOP = 100
 _WIDTH = re.compile(r"([1-9][0-9]{0,4})([mhd])")
 _WIDTH_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 
@@ -158,7 +168,9 @@ def _timestamp(values: dict[str, str], name: str) -> datetime | None:
         raise InvalidQuery(name, str(exc)) from None
 
 
-def event_filter(values: dict[str, str]) -> EventFilter:
+def event_filter(values: dict[str, str], viewer: Principal) -> EventFilter:
+    """The filter the parameters ask for, narrowed to what `viewer` may read: a key that may
+    not read the service's own events gets none of them, and a 403 for asking for them."""
     since, until = _timestamp(values, "since"), _timestamp(values, "until")
     if since is not None and until is not None and since >= until:
         raise InvalidQuery("since", "must be earlier than until (the range is [since, until))")
@@ -172,6 +184,15 @@ def event_filter(values: dict[str, str]) -> EventFilter:
         type_exact = None
         if not type_prefix:
             raise InvalidQuery("type", "a prefix must come before the *, e.g. customer.*")
+    hidden = viewer.hidden_types
+    if hidden is not None and any(
+        asked is not None and (asked + ".").startswith(hidden)
+        for asked in (type_exact, type_prefix, values.get("service"))
+    ):
+        raise Forbidden(
+            f"key {viewer.name!r} may not read the service's own events ({hidden}*, service "
+            f"{hidden[:-1]}): they are for admin keys"
+        )
     return EventFilter(
         service=values.get("service"),
         type=type_exact,
@@ -186,7 +207,17 @@ def event_filter(values: dict[str, str]) -> EventFilter:
         publisher=values.get("publisher"),
         since=since,
         until=until,
+        hidden_type_prefix=hidden,
     )
+
+
+def visible(event: dict[str, Any] | None, viewer: Principal) -> dict[str, Any] | None:
+    """The event if `viewer` may read it, else None (answered as if there were no such
+    event: its existence is not told either)."""
+    hidden = viewer.hidden_types
+    if event is None or (hidden is not None and event["type"].startswith(hidden)):
+        return None
+    return event
 
 
 def _order(values: dict[str, str]) -> Order:
@@ -204,6 +235,17 @@ def _fingerprint(values: dict[str, str]) -> str:
     return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
+def _top(values: dict[str, str], group_by: str | None) -> int:
+    raw = values.get("top")
+    if raw is None:
+        return DEFAULT_TOP
+    if group_by is None:
+        raise InvalidQuery("top", "applies to grouped counts only (give group_by)")
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= MAX_TOP:
+        raise InvalidQuery("top", f"must be an integer from 1 to {MAX_TOP}")
+    return int(raw)
+
+
 def parse_width(value: str) -> timedelta:
     match = _WIDTH.fullmatch(value)
     if match is None:
@@ -215,7 +257,15 @@ def parse_width(value: str) -> timedelta:
 
 
 HOUR = timedelta(hours=1)
-_HOURLY_FILTERS = ("service", "type", "type_prefix", "action", "outcome", "publisher")
+_HOURLY_FILTERS = (
+    "service",
+    "type",
+    "type_prefix",
+    "action",
+    "outcome",
+    "publisher",
+    "hidden_type_prefix",
+)
 _HOURLY_GROUPS = (None, "type", "service", "action", "outcome")
 
 
@@ -235,6 +285,31 @@ def can_count_hourly(flt: EventFilter, width: timedelta, group_by: str | None) -
         and not other_filters
         and (group_by in _HOURLY_GROUPS)
     )
+
+
+def bucket_rows(
+    starts: list[datetime], counts: BucketCounts, *, grouped: bool
+) -> list[dict[str, Any]]:
+    """Every bucket of the range, zero-filled: per kept group (most events first), then the
+    summed rest (`other`), bucket by bucket."""
+    kept: dict[str | None, dict[datetime, int]] = {key: {} for key in counts.groups}
+    other: dict[datetime, int] = {}
+    for start, key, is_kept, count in counts.rows:
+        if is_kept:
+            kept.setdefault(key, {})[start] = count
+        else:
+            other[start] = count
+    rows: list[dict[str, Any]] = []
+    for start in starts:
+        stamp = format_timestamp(start)
+        if not grouped:
+            rows.append({"start": stamp, "count": kept.get(None, {}).get(start, 0)})
+            continue
+        for key, by_start in kept.items():
+            rows.append({"start": stamp, "key": key, "count": by_start.get(start, 0)})
+        if counts.others:
+            rows.append({"start": stamp, "other": True, "count": other.get(start, 0)})
+    return rows
 
 
 def bucket_starts(since: datetime, until: datetime, width: timedelta) -> list[datetime]:
@@ -257,23 +332,24 @@ def bucket_starts(since: datetime, until: datetime, width: timedelta) -> list[da
 class QueryService:
     """The read side of the log, for auditors."""
 
-    def __init__(self, store: EventReader, *, cursor_key: bytes):
+    def __init__(self, store: EventReader, *, cursor_key: bytes, max_bucket_cells: int):
         self._store = store
         self._cursor_key = cursor_key
+        self._max_cells = max_bucket_cells
 
-    async def get(self, event_id: str) -> dict[str, Any]:
+    async def get(self, event_id: str, *, viewer: Principal) -> dict[str, Any]:
         try:
             key = uuid.UUID(event_id)
         except ValueError:
             raise NotFound(f"no event has the id {event_id!r} (ids are UUIDs)") from None
-        event = await self._store.get(key)
+        event = visible(await self._store.get(key), viewer)
         if event is None:
             raise NotFound(f"no event has the id {event_id}")
         return event
 
-    async def list(self, params: Params) -> Page:
+    async def list(self, params: Params, *, viewer: Principal) -> Page:
         values = single_values(params, LIST_PARAMS)
-        flt = event_filter(values)
+        flt = event_filter(values, viewer)
         limit = self._limit(values)
         order = _order(values)
         query = _fingerprint(values)
@@ -307,12 +383,14 @@ class QueryService:
             ).encode(self._cursor_key)
         return Page(events=rows, next_cursor=next_cursor)
 
-    async def buckets(self, params: Params) -> dict[str, Any]:
+    async def buckets(self, params: Params, *, viewer: Principal) -> dict[str, Any]:
+        """Counts per time bucket, per group for the `top` groups with the most events and
+        the rest summed as `other`; every answer at most max_bucket_cells counts."""
         values = single_values(params, BUCKET_PARAMS)
         for required in ("since", "until"):
             if required not in values:
                 raise InvalidQuery(required, "is required")
-        flt = event_filter(values)
+        flt = event_filter(values, viewer)
         assert flt.since is not None
         assert flt.until is not None
         width_name = values.get("width", "1h")
@@ -320,26 +398,32 @@ class QueryService:
         group_by = values.get("group_by")
         if group_by is not None and group_by not in GROUP_KEYS:
             raise InvalidQuery("group_by", f"must be one of {', '.join(GROUP_KEYS)}")
+        top = _top(values, group_by)
         starts = bucket_starts(flt.since, flt.until, width)
+        self._within_cells(len(starts), group_by, top)
         if can_count_hourly(flt, width, group_by):
-            counts = await self._store.hourly_bucket_counts(flt, width, group_by)
+            counts = await self._store.hourly_bucket_counts(flt, width, group_by, top=top)
         else:
-            counts = await self._store.bucket_counts(flt, width, group_by)
-        by_key: dict[str | None, dict[datetime, int]] = {}
-        for start, key, count in counts:
-            by_key.setdefault(key, {})[start] = count
-        buckets: list[dict[str, Any]] = []
-        keys = sorted(by_key, key=lambda k: (k is None, k or "")) if group_by else [None]
-        for start in starts:
-            for key in keys:
-                bucket: dict[str, Any] = {
-                    "start": format_timestamp(start),
-                    "count": by_key.get(key, {}).get(start, 0),
-                }
-                if group_by:
-                    bucket["key"] = key
-                buckets.append(bucket)
-        return {"width": width_name, "group_by": group_by, "buckets": buckets}
+            counts = await self._store.bucket_counts(flt, width, group_by, top=top)
+        answer: dict[str, Any] = {
+            "width": width_name,
+            "group_by": group_by,
+            "buckets": bucket_rows(starts, counts, grouped=group_by is not None),
+        }
+        if group_by:
+            answer.update(top=top, groups=counts.groups, others=counts.others)
+        return answer
+
+    def _within_cells(self, buckets: int, group_by: str | None, top: int) -> None:
+        series = top + 1 if group_by else 1
+        if buckets * series <= self._max_cells:
+            return
+        raise InvalidQuery(
+            "top" if group_by and buckets * 2 <= self._max_cells else "width",
+            f"the answer would hold {buckets} buckets × {series} series, more than "
+            f"{self._max_cells} counts; widen the buckets, narrow the range"
+            + (" or ask for fewer groups (top)" if group_by else ""),
+        )
 
     @staticmethod
     def _limit(values: dict[str, str]) -> int:

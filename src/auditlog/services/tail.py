@@ -32,7 +32,8 @@ from auditlog.metrics_tail import (
     TAIL_MISSES,
     TAIL_UPDATE_FAILURES,
 )
-from auditlog.services.queries import Params, event_filter, single_values
+from auditlog.services.auth import Principal
+from auditlog.services.queries import Params, event_filter, single_values, visible
 from auditlog.services.streams import ClosingStream, KeyCheck, Slots, StillAllowed
 from auditlog.storage.event_writer import WriteResult
 from auditlog.storage.events import EventFilter, EventReader
@@ -169,10 +170,10 @@ class TailService:
         await self._cache.close()
 
     # --- one answer -------------------------------------------------------------------------
-    async def tail(self, params: Params) -> TailAnswer:
+    async def tail(self, params: Params, *, viewer: Principal) -> TailAnswer:
         """The `limit` most recently committed matching events, newest first."""
         values = single_values(params, TAIL_PARAMS)
-        flt = event_filter(values)
+        flt = event_filter(values, viewer)
         limit = self._limit(values)
         found = await self._cached_newest(flt, limit)
         if found is not None:
@@ -189,7 +190,11 @@ class TailService:
         """The answer from the cache if it can vouch for all of it, else None."""
         answered, cached = await self._read_cache(
             lambda: self._cache.newest(
-                flt.service, limit=limit, type_exact=flt.type, type_prefix=flt.type_prefix
+                flt.service,
+                limit=limit,
+                type_exact=flt.type,
+                type_prefix=flt.type_prefix,
+                hidden_prefix=flt.hidden_type_prefix,
             ),
             "tail",
         )
@@ -240,7 +245,7 @@ class TailService:
         params: Params,
         last_event_id: str | None,
         *,
-        key: str,
+        viewer: Principal,
         still_allowed: StillAllowed,
     ) -> ClosingStream:
         """Server-Sent Events: each matching event as it commits, from after last_event_id
@@ -248,10 +253,10 @@ class TailService:
         says the key was revoked; the client reconnects with the Last-Event-ID it was last
         sent and misses nothing."""
         values = single_values(params, ("service", "type"))
-        flt = event_filter(values)
-        release = self._followers.acquire(key)
+        flt = event_filter(values, viewer)
+        release = self._followers.acquire(viewer.name)
         try:
-            start = await self._start(last_event_id)
+            start = await self._start(last_event_id, viewer)
         except BaseException:
             release()
             raise
@@ -259,7 +264,7 @@ class TailService:
         check = KeyCheck(still_allowed, self._key_check_s, self._clock)
         return ClosingStream(self._follow(flt, start, deadline, check), release)
 
-    async def _start(self, last_event_id: str | None) -> int:
+    async def _start(self, last_event_id: str | None, viewer: Principal) -> int:
         """The seq after which to begin: the one named, or the newest committed."""
         if last_event_id is None or last_event_id.strip() == "":
             _, head = await self._read_cache(self._cache.head, "follow")
@@ -275,7 +280,7 @@ class TailService:
             raise InvalidQuery(
                 "Last-Event-ID", "must be a seq or an event id (a UUID) this server sent"
             ) from None
-        event = await self._store.get(event_id)
+        event = visible(await self._store.get(event_id), viewer)
         if event is None:
             raise InvalidQuery("Last-Event-ID", f"no stored event has the id {value}")
         return int(event["seq"])
@@ -320,6 +325,7 @@ class TailService:
                 limit=FOLLOW_BATCH,
                 type_exact=flt.type,
                 type_prefix=flt.type_prefix,
+                hidden_prefix=flt.hidden_type_prefix,
             ),
             "follow",
         )

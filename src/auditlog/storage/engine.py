@@ -30,18 +30,29 @@ def create_role_engine(
 
 
 def create_async_role_engine(
-    settings: Settings, role: Role, *, pool_size: int | None = None, autocommit: bool = True
+    settings: Settings,
+    role: Role,
+    *,
+    pool_size: int | None = None,
+    autocommit: bool = True,
+    statement_timeout_ms: int | None = None,
 ) -> AsyncEngine:
     """The same as create_role_engine for asyncio (the API's reads): psycopg's async
     connections in SQLAlchemy's async pool, autocommit unless asked otherwise."""
     return create_async_engine(
-        settings.url_for(role), **_engine_options(settings, role, pool_size, autocommit)
+        settings.url_for(role),
+        **_engine_options(settings, role, pool_size, autocommit, statement_timeout_ms),
     )
 
 
 def _engine_options(
-    settings: Settings, role: Role, pool_size: int | None, autocommit: bool
+    settings: Settings,
+    role: Role,
+    pool_size: int | None,
+    autocommit: bool,
+    statement_timeout_ms: int | None = None,
 ) -> dict[str, Any]:
+    timeout = statement_timeout_ms or settings.db_statement_timeout_ms
     return dict(
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
@@ -54,7 +65,7 @@ def _engine_options(
         connect_args={
             "connect_timeout": 3,
             "application_name": f"auditlog-{role}",
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+            "options": f"-c statement_timeout={timeout}",
         },
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )

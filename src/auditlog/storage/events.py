@@ -14,9 +14,12 @@ import structlog
 from sqlalchemy import (
     ColumnElement,
     and_,
+    case,
     func,
     literal,
     literal_column,
+    not_,
+    or_,
     select,
     text,
     tuple_,
@@ -25,12 +28,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from auditlog.canonical import stored_event
-from auditlog.errors import Unavailable
+from auditlog.errors import QueryTooCostly, Unavailable
 from auditlog.storage.batch import COPY_COLUMNS
 from auditlog.storage.schema import event_counts, event_ids, events, tree_heads
 
 log = structlog.get_logger("auditlog.store")
 
+
+QUERY_CANCELED = "57014"  # SQLSTATE of a statement cancelled by statement_timeout
 
 # time_bucket's own default origin for intervals without months (a Monday, midnight UTC);
 # passed explicitly so that the zero-filled series computed in Python lines up with it.
@@ -43,6 +48,17 @@ GROUP_KEYS: dict[str, ColumnElement[Any]] = {
     "outcome": events.c.outcome,
     "actor_id": literal_column("(actor ->> 'id')"),
 }
+
+
+@dataclass(frozen=True)
+class BucketCounts:
+    """(bucket start, group key, kept, count) for every non-empty bucket; `kept` False rows
+    sum the groups past the top ones (their key is None). `groups`: the kept keys, most
+    events first; `others`: how many groups were summed."""
+
+    rows: list[tuple[datetime, str | None, bool, int]]
+    groups: list[str | None]
+    others: int
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,8 @@ class EventFilter:
     publisher: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # Not a client's filter: events of this type prefix are left out (what a key may not read).
+    hidden_type_prefix: str | None = None
 
 
 def _json_path(column: str, key: str) -> ColumnElement[Any]:
@@ -110,6 +128,8 @@ def conditions(flt: EventFilter) -> list[ColumnElement[bool]]:
         value = getattr(flt, name)
         if value is not None:
             where.append(expression == value)
+    if flt.hidden_type_prefix:
+        where.append(not_(and_(*prefix_range(c.type, flt.hidden_type_prefix))))
     if flt.since is not None:
         where.append(c.occurred_at >= flt.since)
     if flt.until is not None:
@@ -131,11 +151,17 @@ class EventReader:
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """A reader connection; a database that does not answer is Unavailable, not a 500."""
+        """A reader connection; a database that does not answer is Unavailable, not a 500,
+        and a query cancelled for its time (statement_timeout) is QueryTooCostly."""
         try:
             async with self._reader.connect() as conn:
                 yield conn
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            if getattr(getattr(exc, "orig", None), "sqlstate", None) == QUERY_CANCELED:
+                raise QueryTooCostly(
+                    "the query ran longer than this service allows a read; narrow it (a "
+                    "shorter since/until range, more filters, wider buckets or fewer groups)"
+                ) from exc
             raise Unavailable("the database does not answer; try again shortly") from exc
 
     async def ping(self) -> None:
@@ -204,29 +230,22 @@ class EventReader:
             return [stored_event(row) for row in await conn.execute(query)]
 
     async def bucket_counts(
-        self, flt: EventFilter, width: timedelta, group_by: str | None
-    ) -> list[tuple[datetime, str | None, int]]:
-        """(bucket start, group key, count) for every non-empty bucket, in order."""
+        self, flt: EventFilter, width: timedelta, group_by: str | None, *, top: int
+    ) -> BucketCounts:
+        """Counts per bucket (and group) of the events themselves."""
         start = func.time_bucket(literal(width), events.c.occurred_at, literal(BUCKET_ORIGIN))
-        key = GROUP_KEYS[group_by] if group_by else literal(None)
-        query = (
-            select(start.label("start"), key.label("key"), func.count().label("n"))
-            .where(*conditions(flt))
-            .group_by(text("1"), text("2"))
-            .order_by(text("1"), text("2"))
-        )
-        async with self._read() as conn:
-            return [(row.start, row.key, row.n) for row in await conn.execute(query)]
+        key = GROUP_KEYS[group_by] if group_by else None
+        return await self._series(start, key, func.count(), conditions(flt), top)
 
     async def hourly_bucket_counts(
-        self, flt: EventFilter, width: timedelta, group_by: str | None
-    ) -> list[tuple[datetime, str | None, int]]:
+        self, flt: EventFilter, width: timedelta, group_by: str | None, *, top: int
+    ) -> BucketCounts:
         """bucket_counts from the writer's hourly counts: the same answer when the range
         starts and ends on whole hours, the width is whole hours and every filter and the
         group are columns of event_counts (see `can_count_hourly`)."""
         c = event_counts.c
         start = func.time_bucket(literal(width), c.hour, literal(BUCKET_ORIGIN))
-        key: ColumnElement[Any] = literal(None)
+        key: ColumnElement[Any] | None = None
         if group_by in ("action", "publisher"):
             key = func.nullif(c[group_by], "")
         elif group_by:
@@ -240,14 +259,62 @@ class EventReader:
                 where.append(c[name] == getattr(flt, name))
         if flt.type_prefix:
             where += prefix_range(c.type, flt.type_prefix)
-        query = (
-            select(start.label("start"), key.label("key"), func.sum(c.n).label("n"))
-            .where(*where)
-            .group_by(text("1"), text("2"))
-            .order_by(text("1"), text("2"))
-        )
+        if flt.hidden_type_prefix:
+            where.append(not_(and_(*prefix_range(c.type, flt.hidden_type_prefix))))
+        return await self._series(start, key, func.sum(c.n), where, top)
+
+    async def _series(
+        self,
+        start: ColumnElement[Any],
+        key: ColumnElement[Any] | None,
+        amount: ColumnElement[Any],
+        where: list[ColumnElement[bool]],
+        top: int,
+    ) -> BucketCounts:
+        """The non-empty buckets of a range, per group for the `top` groups with the most
+        events (the rest summed per bucket): the answer is bounded by buckets × (top + 1)
+        rows, however many groups there are. Two statements: the groups (with how many there
+        are), then the series with the kept groups as constants."""
         async with self._read() as conn:
-            return [(row.start, row.key, int(row.n)) for row in await conn.execute(query)]
+            if key is None:
+                rows = await conn.execute(
+                    select(start.label("start"), amount.label("n"))
+                    .where(*where)
+                    .group_by(text("1"))
+                    .order_by(text("1"))
+                )
+                return BucketCounts([(row.start, None, True, int(row.n)) for row in rows], [], 0)
+            ranked = await conn.execute(
+                select(key.label("k"), func.count().over().label("groups"))
+                .where(*where)
+                .group_by(key)
+                .order_by(amount.desc(), key.asc().nulls_last())
+                .limit(top)
+            )
+            ranking = ranked.all()
+            kept = [row.k for row in ranking]
+            groups = int(ranking[0].groups) if ranking else 0
+            named = [k for k in kept if k is not None]
+            is_kept: ColumnElement[bool] = key.in_(named) if named else literal(False)
+            if None in kept:
+                is_kept = or_(is_kept, key.is_(None))
+            is_kept = func.coalesce(is_kept, False)
+            rows = await conn.execute(
+                select(
+                    start.label("start"),
+                    case((is_kept, key)).label("key"),
+                    is_kept.label("kept"),
+                    amount.label("n"),
+                )
+                .where(*where)
+                .group_by(text("1"), text("2"), text("3"))
+                .order_by(text("1"))
+            )
+            return BucketCounts(
+                [(row.start, row.key, bool(row.kept), int(row.n)) for row in rows],
+                kept,
+                max(0, groups - len(kept)),
+            )
 
     # --- tail and export --------------------------------------------------------------------
     async def newest(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:

@@ -88,7 +88,8 @@ return 1
 """
 
 # KEYS: the set, cover, trimmed. ARGV: mode ("newest" or "after"), limit, exact type or "",
-# type prefix or "", after seq (mode "after").
+# type prefix or "", after seq (mode "after"), hidden type prefix or "" (members whose type
+# starts with it are never returned).
 # Reply: {} when no range is covered; else {first, last, trimmed up to, exhausted, then
 # member, seq, member, seq, ...}. "newest": the newest `limit` matching members of the
 # trusted range, newest first; exhausted = 1 if the whole range was examined. "after": the
@@ -101,6 +102,7 @@ local s, e = first_last[1], first_last[2]
 local trimmed = redis.call('HGET', KEYS[3], KEYS[1])
 if not trimmed then trimmed = '-1' end
 local mode, limit, exact, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local hidden = ARGV[6] or ''
 local lo, hi = s, e
 local newest = mode == 'newest'
 if not newest then
@@ -111,8 +113,9 @@ if not newest then
 end
 -- A member is "<type>\n<json>" and the JSON holds no raw newline, so the first line is
 -- the type: matched without parsing anything.
-local filtered = exact ~= '' or prefix ~= ''
+local filtered = exact ~= '' or prefix ~= '' or hidden ~= ''
 local function matches(member)
+  if hidden ~= '' and string.sub(member, 1, #hidden) == hidden then return false end
   if exact ~= '' then return string.sub(member, 1, #exact + 1) == exact .. '\n' end
   if string.find(prefix, '\n', 1, true) then return false end
   return string.sub(member, 1, #prefix) == prefix
@@ -250,10 +253,24 @@ class TailReader:
         await self._redis.aclose()
 
     async def newest(
-        self, service: str | None, *, limit: int, type_exact: str | None, type_prefix: str | None
+        self,
+        service: str | None,
+        *,
+        limit: int,
+        type_exact: str | None,
+        type_prefix: str | None,
+        hidden_prefix: str | None = None,
     ) -> TailSlice | None:
         """The newest matching events of the trusted range, newest first; None if cold."""
-        return await self._slice(service, "newest", limit, type_exact, type_prefix, after=-1)
+        return await self._slice(
+            service,
+            "newest",
+            limit=limit,
+            type_exact=type_exact,
+            type_prefix=type_prefix,
+            hidden_prefix=hidden_prefix,
+            after=-1,
+        )
 
     async def after(
         self,
@@ -263,29 +280,39 @@ class TailReader:
         limit: int,
         type_exact: str | None,
         type_prefix: str | None,
+        hidden_prefix: str | None = None,
     ) -> TailSlice | None:
         """The oldest matching events with seq > after, oldest first; None if cold.
 
         `exhausted` is False and `events` empty when the cache cannot vouch for every event
         after `after` (its range starts later, or trimming reached past it).
         """
-        return await self._slice(service, "after", limit, type_exact, type_prefix, after=after)
+        return await self._slice(
+            service,
+            "after",
+            limit=limit,
+            type_exact=type_exact,
+            type_prefix=type_prefix,
+            hidden_prefix=hidden_prefix,
+            after=after,
+        )
 
     async def _slice(
         self,
         service: str | None,
         mode: str,
+        *,
         limit: int,
         type_exact: str | None,
         type_prefix: str | None,
-        *,
+        hidden_prefix: str | None,
         after: int,
     ) -> TailSlice | None:
         key = self._keys.set_for(service)
         try:
             reply = await self._read(
                 keys=[key, self._keys.cover, self._keys.trimmed],
-                args=[mode, limit, type_exact or "", type_prefix or "", after],
+                args=[mode, limit, type_exact or "", type_prefix or "", after, hidden_prefix or ""],
             )
         except (redis.RedisError, OSError) as exc:
             raise CacheUnavailable(str(exc)) from exc

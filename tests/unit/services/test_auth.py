@@ -139,3 +139,49 @@ class TestAuthenticate:
         assert table.loads == 2
         with pytest.raises(Unauthorized):  # revoked: refused once the copy is reloaded
             await checker.authenticate(f"Bearer {TOKEN}")
+
+
+class SlowTable(KeyTable):
+    """Reads the table when asked, answers when let go: a read under way for a while."""
+
+    def __init__(self, keys: dict[bytes, ApiKey]):
+        super().__init__(keys)
+        self.gates: list[asyncio.Event] = []
+
+    async def active(self) -> dict[bytes, ApiKey]:
+        snapshot = dict(self.keys)
+        self.loads += 1
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        return snapshot
+
+
+async def settle() -> None:
+    """Let every task that can run, run."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+class TestReloadRaces:
+    async def test_a_read_that_began_before_a_key_was_made_does_not_hide_it(self):
+        now = [0.0]
+        table = SlowTable({token_hash(TOKEN): KEY})
+        checker = authenticator(table, now)
+        first = asyncio.ensure_future(checker.authenticate(f"Bearer {TOKEN}"))
+        await settle()
+        table.gates[0].set()
+        await first
+        now[0] = 3.0  # past ttl_s: a reload begins (and takes its time)
+        assert (await checker.authenticate(f"Bearer {TOKEN}")).name == "ops"
+        late = new_token()
+        table.keys[token_hash(late)] = ApiKey("late", "read")  # made after that read began
+        now[0] = 3.0 + auth.MISS_RELOAD_S
+        waiting = asyncio.ensure_future(checker.authenticate(f"Bearer {late}"))
+        await settle()
+        assert len(table.gates) == 3  # a read of its own, not the one under way
+        table.gates[2].set()
+        assert (await waiting).name == "late"
+        table.gates[1].set()  # the older read ends last: it does not bring the old copy back
+        await settle()
+        assert (await checker.authenticate(f"Bearer {late}")).name == "late"

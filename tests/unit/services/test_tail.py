@@ -15,8 +15,11 @@ from auditlog.services.tail import BehindGuard, TailService, TailUpdater, answer
 from auditlog.services.writer import BatchWriter
 from auditlog.storage.events import EventFilter
 from auditlog.storage.tail import CacheUnavailable, TailCache, TailSlice
+from tests import factories
 from tests.unit.services.test_writer import FakeStore as WriterStore
 from tests.unit.services.test_writer import FakeStream
+
+ADMIN = factories.principal()  # reads every event
 
 
 def doc(seq: int) -> dict[str, Any]:
@@ -108,7 +111,9 @@ def service(cache: FakeCache, store: FakeStore, clock: Clock | None = None, **kw
 
 
 async def follow(tail: TailService, last_event_id: str | None, key: str = "k") -> Any:
-    return await tail.follow({}, last_event_id, key=key, still_allowed=allowed)
+    return await tail.follow(
+        {}, last_event_id, viewer=factories.principal(name=key), still_allowed=allowed
+    )
 
 
 async def drain(stream: Any) -> list[bytes]:
@@ -118,51 +123,57 @@ async def drain(stream: Any) -> list[bytes]:
 class TestWhoAnswers:
     async def test_cache_answers_when_it_has_as_many_as_asked(self):
         store = FakeStore([1, 2, 3])
-        answer = await service(FakeCache(cached(20, 19)), store).tail({"limit": "2"})
+        answer = await service(FakeCache(cached(20, 19)), store).tail({"limit": "2"}, viewer=ADMIN)
         assert answer.source == "cache"
         assert [orjson.loads(e)["seq"] for e in answer.events] == [20, 19]
         assert store.calls == []
 
     async def test_fewer_than_asked_goes_to_the_database(self):
         store = FakeStore([7, 8, 9])
-        answer = await service(FakeCache(cached(9, 8, exhausted=True)), store).tail({"limit": "3"})
+        answer = await service(FakeCache(cached(9, 8, exhausted=True)), store).tail(
+            {"limit": "3"}, viewer=ADMIN
+        )
         assert answer.source == "database"
         assert [orjson.loads(e)["seq"] for e in answer.events] == [9, 8, 7]
 
     async def test_fewer_is_the_answer_when_the_cache_holds_the_whole_history(self):
         store = FakeStore([0, 1])
         whole = cached(1, 0, first=0, last=1, exhausted=True)
-        assert (await service(FakeCache(whole), store).tail({"limit": "5"})).source == "cache"
+        assert (
+            await service(FakeCache(whole), store).tail({"limit": "5"}, viewer=ADMIN)
+        ).source == "cache"
         trimmed = cached(1, 0, first=0, last=1, exhausted=True, trimmed=0)
-        assert (await service(FakeCache(trimmed), store).tail({"limit": "5"})).source == "database"
+        assert (
+            await service(FakeCache(trimmed), store).tail({"limit": "5"}, viewer=ADMIN)
+        ).source == "database"
 
     async def test_cold_cache_goes_to_the_database(self):
-        answer = await service(FakeCache(None), FakeStore([4])).tail({})
+        answer = await service(FakeCache(None), FakeStore([4])).tail({}, viewer=ADMIN)
         assert answer.source == "database"
 
     async def test_redis_down_goes_to_the_database_then_pauses(self):
         clock = Clock()
         cache = FakeCache(down=True)
         tail = service(cache, FakeStore([1]), clock)
-        assert (await tail.tail({})).source == "database"
-        assert (await tail.tail({})).source == "database"
+        assert (await tail.tail({}, viewer=ADMIN)).source == "database"
+        assert (await tail.tail({}, viewer=ADMIN)).source == "database"
         assert cache.calls == 1  # the second read did not wait on Redis again
         clock.now += 1.5
         cache.down = False
         cache.slice = cached(1, first=0, last=1, exhausted=True)
-        assert (await tail.tail({})).source == "cache"
+        assert (await tail.tail({}, viewer=ADMIN)).source == "cache"
 
     async def test_same_events_same_etag_whatever_the_source(self):
         store = FakeStore([19, 20])
-        hit = await service(FakeCache(cached(20, 19)), store).tail({"limit": "2"})
-        miss = await service(FakeCache(None), store).tail({"limit": "2"})
+        hit = await service(FakeCache(cached(20, 19)), store).tail({"limit": "2"}, viewer=ADMIN)
+        miss = await service(FakeCache(None), store).tail({"limit": "2"}, viewer=ADMIN)
         assert hit.etag == miss.etag == answer_etag([20, 19])
         assert hit.etag != answer_etag([20])
 
     @pytest.mark.parametrize("limit", ["0", "11", "-1", "1e2"])
     async def test_limit_is_at_most_the_cache_size(self, limit: str):
         with pytest.raises(InvalidQuery, match=r"^limit"):
-            await service(FakeCache(None), FakeStore([1])).tail({"limit": limit})
+            await service(FakeCache(None), FakeStore([1])).tail({"limit": limit}, viewer=ADMIN)
 
 
 def events_in(chunks: list[bytes]) -> list[int]:
@@ -244,7 +255,7 @@ class TestBehindGuard:
     async def test_tail_reads_the_database_while_the_cache_is_behind(self):
         store = FakeStore([19, 20, 21])
         cache = FakeCache(cached(20, 19))
-        answer = await service(cache, store).tail({"limit": "2"})
+        answer = await service(cache, store).tail({"limit": "2"}, viewer=ADMIN)
         assert answer.source == "database"
         assert [orjson.loads(e)["seq"] for e in answer.events] == [21, 20]
 
