@@ -86,6 +86,7 @@ async def _handle_domain_error(
     req.context.log_fields = {"refused": title}
     req.context.error_kind = type(exc).__name__
     resp.status = status
+    resp.content_type = falcon.MEDIA_JSON  # whatever the resource meant to answer
     resp.media = body
 
 
@@ -95,6 +96,7 @@ async def _handle_unexpected(
     # Falcon's own HTTPError (unknown route, 405, bad header) has a more specific handler.
     log.exception("unhandled error", method=req.method, path=req.path)
     resp.status = falcon.HTTP_500
+    resp.content_type = falcon.MEDIA_JSON
     resp.media = {"title": "Internal error", "description": "the failure is logged"}
 
 
