@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -57,9 +59,17 @@ def wait_for(
         time.sleep(interval)
 
 
+@functools.cache
+def _redis(url: str) -> redis.Redis:
+    """One client per Redis for the whole run (closed at exit), not one per assertion."""
+    client = redis.Redis.from_url(url)
+    atexit.register(client.close)
+    return client
+
+
 def event_stream(settings: Settings) -> EventStream:
     """The ingest stream as the writers see it: its depth and dead letters, for assertions."""
-    return EventStream(redis.Redis.from_url(settings.redis_url), settings.key("events"))
+    return EventStream(_redis(settings.redis_url), settings.key("events"))
 
 
 def clear_redis(settings: Settings) -> None:

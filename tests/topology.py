@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,11 +144,11 @@ class HttpClient:
         query_string: str | None = None,
         headers: dict[str, str] | None = None,
         body: str | bytes | None = None,
-        extras: dict[str, str] | None = None,
+        extras: dict[str, Any] | None = None,
     ) -> HttpResult:
-        if extras and "PATH_INFO" in extras:
-            # What a WSGI server makes of a percent-escaped path: send the escapes instead.
-            path = urllib.parse.quote(extras["PATH_INFO"].encode("latin-1"), safe="/")
+        if extras and "raw_path" in extras:
+            # The bytes an ASGI server hands over as raw_path: send them as the path.
+            path = extras["raw_path"].decode("ascii")
         if query_string is None and params:
             query_string = falcon.to_query_str(params, comma_delimited_lists=False, prefix=False)
         target = f"{path}?{query_string}" if query_string else path

@@ -62,6 +62,7 @@ MAX_LISTED_ERRORS = 100
 async def _handle_domain_error(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: errors.AuditlogError, params: Any
 ) -> None:
+    await _drop_unread_body(req)
     status, title = _STATUS.get(type(exc), (falcon.HTTP_400, "Bad request"))
     body: dict[str, Any] = {"title": title, "description": str(exc)}
     if isinstance(exc, errors.InvalidEvents):
@@ -88,6 +89,14 @@ async def _handle_domain_error(
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON  # whatever the resource meant to answer
     resp.media = body
+
+
+async def _drop_unread_body(req: falcon.asgi.Request) -> None:
+    """Read what is left of a refused request's body (nginx has it whole: this is a copy over
+    loopback, not work done on it). Closed with unread bytes, the connection would be reset
+    by the kernel, and nginx would log an error and perhaps answer 502 for it."""
+    if req.content_length:
+        await req.stream.exhaust()
 
 
 async def _handle_unexpected(
