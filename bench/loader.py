@@ -116,7 +116,7 @@ def load(
             )
             conn.execute(
                 text(
-                    "INSERT INTO event_ids SELECT id, occurred_at FROM events"
+                    "INSERT INTO event_ids SELECT id, service, occurred_at FROM events"
                     " WHERE seq >= :a AND seq < :b"
                 ),
                 {"a": base + lo, "b": base + hi},

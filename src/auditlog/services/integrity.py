@@ -43,9 +43,9 @@ class IntegrityService:
         return (await self._head(_size(values, "size"))).as_dict()
 
     async def inclusion_proof(self, event_id: str, params: Params) -> dict[str, Any]:
-        values = single_values(params, ("tree_size",))
+        values = single_values(params, ("tree_size", "service"))
         size = _size(values, "tree_size")
-        event = await self._queries.get(event_id)
+        event = await self._queries.event(event_id, service=values.get("service"))
         head = await self._head(size)
         index = event["seq"]
         if index >= head.tree_size:

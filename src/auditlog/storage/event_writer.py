@@ -27,6 +27,25 @@ log = structlog.get_logger("auditlog.store")
 WRITE_LOCK_KEY = 0x61756469746C6F67  # "auditlog"
 
 
+# The ledger's key is (id, service): each new key comes back, with the services that had
+# the id before this batch (the subquery sees the table as the statement began).
+DEDUPE_SQL = (
+    "WITH new AS (INSERT INTO event_ids (id, service, occurred_at)"
+    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[])"
+    " ON CONFLICT (id, service) DO NOTHING RETURNING id, service)"
+    " SELECT new.id, new.service, (SELECT array_agg(e.service) FROM event_ids AS e"
+    " WHERE e.id = new.id) FROM new"
+)
+
+
+def dedupe_parameters(prepared: Sequence[PreparedEvent]) -> tuple[list[str], ...]:
+    return (
+        [p.id for p in prepared],
+        [p.service for p in prepared],
+        [p.occurred_at for p in prepared],
+    )
+
+
 class StoreUnavailable(Exception):
     """PostgreSQL did not answer or dropped the connection: worth retrying as is."""
 
@@ -36,13 +55,26 @@ class StoreRejected(Exception):
 
 
 @dataclass(frozen=True)
+class IdReuse:
+    """A stored event whose id an earlier event of another service already has: both are
+    kept (each service's ids are its own), and the reuse is made visible."""
+
+    id: str
+    service: str
+    seq: int
+    earlier_services: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class WriteResult:
-    """What a batch write did: the events it stored, as the API returns them, and how many
-    it skipped as already stored."""
+    """What a batch write did: the events it stored, as the API returns them, how many it
+    skipped as already stored (same id, same service), and the stored events whose id
+    other services had used before."""
 
     stored: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
     head: TreeHead | None = None
+    reused: list[IdReuse] = field(default_factory=list)
 
 
 class EventWriter:
@@ -59,7 +91,7 @@ class EventWriter:
         """Store a batch in one transaction: dedupe, number, hash, COPY, sign a tree head.
 
         Each item is an event in stored form (canonical timestamps, no seq). Items whose id is
-        already stored, or repeated within the batch, are skipped.
+        already stored for their service, or repeated within the batch, are skipped.
         """
         try:
             with self._engine.begin() as conn:
@@ -84,26 +116,31 @@ class EventWriter:
     ) -> WriteResult:
         prepared = [PreparedEvent.of(event) for event in batch]  # before the lock
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-        cur.execute(
-            "INSERT INTO event_ids (id, occurred_at)"
-            " SELECT * FROM unnest(%s::uuid[], %s::timestamptz[])"
-            " ON CONFLICT (id) DO NOTHING RETURNING id",
-            ([p.id for p in prepared], [p.occurred_at for p in prepared]),
-        )
-        new_ids = {str(row[0]) for row in cur.fetchall()}
-        if not new_ids:
+        cur.execute(DEDUPE_SQL, dedupe_parameters(prepared))
+        earlier: dict[str, list[str]] = {}  # id -> services of the events before this one
+        new_keys: set[tuple[str, str]] = set()
+        for event_id, service, before in cur.fetchall():
+            new_keys.add((str(event_id), service))
+            earlier[str(event_id)] = sorted(before or ())
+        if not new_keys:
             return WriteResult(duplicates=len(batch))
         frontier, now = _tree_state(cur)
         stored: list[dict[str, Any]] = []
+        reused: list[IdReuse] = []
         nodes: list[tuple[int, int, bytes]] = []
         # Chunks go out while the next ones are hashed: the server inserts rows meanwhile.
         with cur.copy(COPY_SQL) as copy:
             lines: list[str] = []
             for event in prepared:
-                if event.id not in new_ids:
+                key = (event.id, event.service)
+                if key not in new_keys:
                     continue
-                new_ids.discard(event.id)  # a repeat within the batch is skipped
+                new_keys.discard(key)  # a repeat within the batch is skipped
                 seq = frontier.size
+                others = earlier[event.id]
+                if others:
+                    reused.append(IdReuse(event.id, event.service, seq, tuple(others)))
+                others.append(event.service)
                 leaf = event.leaf(seq)
                 nodes.extend(n for n in frontier.append(leaf) if is_stored(n[0]))
                 lines.append(event.place(seq, leaf))
@@ -129,7 +166,9 @@ class EventWriter:
                 b"".join(frontier.hashes()),
             ),
         )
-        return WriteResult(stored=stored, duplicates=len(batch) - len(stored), head=head)
+        return WriteResult(
+            stored=stored, duplicates=len(batch) - len(stored), head=head, reused=reused
+        )
 
 
 def count_hourly(cur: psycopg.Cursor[Any], stored: list[dict[str, Any]]) -> None:

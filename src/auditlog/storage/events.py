@@ -157,23 +157,36 @@ class EventReader:
                 return 0 if last is None else int(last) + 1
         return int(size)
 
-    async def get(self, event_id: uuid.UUID) -> dict[str, Any] | None:
-        """One event by id: its occurred_at from the ledger, then its one chunk.
+    async def find(
+        self, event_id: uuid.UUID, *, service: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The events with this id (one per service that used it; of `service` only, if
+        given), in seq order: their occurred_at from the ledger, then their chunks.
 
-        Two statements on purpose: with the time as a constant the planner excludes every
+        Two statements on purpose: with the times as constants the planner excludes every
         other chunk before planning them (a subquery would leave that to run time, after
         planning a scan of every chunk: milliseconds on a month of daily chunks).
         """
-        route = select(event_ids.c.occurred_at).where(event_ids.c.id == event_id)
+        route = select(event_ids.c.service, event_ids.c.occurred_at).where(
+            event_ids.c.id == event_id
+        )
+        if service is not None:
+            route = route.where(event_ids.c.service == service)
         async with self._read() as conn:
-            occurred_at = await conn.scalar(route)
-            if occurred_at is None:
-                return None
-            query = select(*_EVENT_COLUMNS).where(
-                events.c.occurred_at == occurred_at, events.c.id == event_id
+            found = (await conn.execute(route)).all()
+            if not found:
+                return []
+            query = (
+                select(*_EVENT_COLUMNS)
+                .where(
+                    events.c.occurred_at.in_(sorted({row.occurred_at for row in found})),
+                    events.c.id == event_id,
+                    events.c.service.in_([row.service for row in found]),
+                )
+                .order_by(events.c.seq)
             )
-            row = (await conn.execute(query)).first()
-        return None if row is None else stored_event(row)
+            rows = (await conn.execute(query)).all()
+        return [stored_event(row) for row in rows]
 
     async def page(
         self,

@@ -1,9 +1,10 @@
 """The tables, as SQLAlchemy sees them. Alembic's migrations create them; `alembic check`
 keeps the two in step.
 
-`events` is a TimescaleDB hypertable partitioned on `occurred_at`. Its unique key is `id`, but a
-hypertable's unique indexes must include the partitioning column, so `event_ids` (a plain table
-keyed on `id`) is the dedupe ledger and the route from an id to its chunk.
+`events` is a TimescaleDB hypertable partitioned on `occurred_at`. Its unique key is
+(`id`, `service`): an id names an event within its service (migration 0006). A hypertable's
+unique indexes must include the partitioning column, so `event_ids` (a plain table keyed on
+(`id`, `service`)) is the dedupe ledger and the route from an id to its chunk.
 """
 
 from __future__ import annotations
@@ -84,10 +85,13 @@ events = Table(
     ),
 )
 
+# The dedupe ledger: an event is a duplicate of an earlier one of the same service with
+# the same id, never of another service's (whose key may not write this one's events).
 event_ids = Table(
     "event_ids",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("service", Text(collation="C"), primary_key=True),
     Column("occurred_at", TIMESTAMP(timezone=True), nullable=False),
 )
 
