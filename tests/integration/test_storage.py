@@ -40,6 +40,7 @@ COLUMNS = {
     "event_ids": "occurred_at",
     "merkle_nodes": "hash",
     "tree_heads": "root_hash",
+    "event_counts": "n",
 }
 
 

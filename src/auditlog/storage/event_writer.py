@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +12,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
+from auditlog.integrity.counts import ROLLUP_LEVELS, batch_spans, below, completed_blocks
 from auditlog.integrity.heads import HeadSigner, TreeHead
 from auditlog.integrity.merkle import Frontier, is_stored
 from auditlog.storage.batch import COPY_CHUNK, COPY_SQL, PreparedEvent
@@ -88,7 +88,8 @@ class EventWriter:
         self._engine.dispose()
 
     def write(self, batch: Sequence[dict[str, Any]]) -> WriteResult:
-        """Store a batch in one transaction: dedupe, number, hash, COPY, sign a tree head.
+        """Store a batch in one transaction: dedupe, number, hash, COPY, count, sign a tree
+        head.
 
         Each item is an event in stored form (canonical timestamps, no seq). Items whose id is
         already stored for their service, or repeated within the batch, are skipped.
@@ -171,28 +172,39 @@ class EventWriter:
         )
 
 
+_COUNT_COLUMNS = "level, seq_lo, seq_hi, hour, service, type, action, outcome, publisher"
+
+
 def count_hourly(cur: psycopg.Cursor[Any], stored: list[dict[str, Any]]) -> None:
-    """Add the batch to the hourly counts, in its own transaction: they stay exact."""
-    counts = Counter(
-        (
-            d["occurred_at"][:13] + ":00:00Z",  # canonical form: the hour is a prefix
-            d["service"],
-            d["type"],
-            d["action"] or "",
-            d["outcome"],
-            d["publisher"] or "",
-        )
-        for d in stored
-    )
-    columns = list(zip(*((*key, n) for key, n in counts.items()), strict=True))
+    """Append the batch's hourly counts (stored: its events in seq order, numbered), in its
+    own transaction, so they stay exact: one level-0 span per piece the batch falls in,
+    then the rows of each block the batch completes (integrity/counts.py)."""
+    if not stored:
+        return
+    rows = [row for span in batch_spans(stored) for row in span.rows()]
     cur.execute(
-        "INSERT INTO event_counts (hour, service, type, action, outcome, publisher, n)"
-        " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[],"
-        " %s::text[], %s::text[], %s::bigint[])"
-        " ON CONFLICT (hour, service, type, action, outcome, publisher)"
-        " DO UPDATE SET n = event_counts.n + EXCLUDED.n",
-        [list(column) for column in columns],
+        f"INSERT INTO event_counts ({_COUNT_COLUMNS}, n)"  # noqa: S608 - constant columns
+        " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[], %s::timestamptz[],"
+        " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[])",
+        [list(column) for column in zip(*rows, strict=True)],
     )
+    append_rollups(cur, stored[0]["seq"], stored[-1]["seq"] + 1)
+
+
+def append_rollups(cur: psycopg.Cursor[Any], lo: int, hi: int) -> None:
+    """Append the rows of every block that seqs [lo, hi), just counted, complete: each the
+    sum of the level below within it, smallest level first."""
+    for level in ROLLUP_LEVELS:
+        size = 1 << level
+        for block in completed_blocks(level, lo, hi):
+            start = block * size
+            cur.execute(
+                f"INSERT INTO event_counts ({_COUNT_COLUMNS}, n)"  # noqa: S608 - constant
+                " SELECT %s, %s, %s, hour, service, type, action, outcome, publisher, sum(n)"
+                " FROM event_counts WHERE level = %s AND seq_lo >= %s AND seq_lo < %s"
+                " GROUP BY hour, service, type, action, outcome, publisher",
+                (level, start, start + size, below(level), start, start + size),
+            )
 
 
 def _tree_state(cur: psycopg.Cursor[Any]) -> tuple[Frontier, datetime]:

@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from auditlog.canonical import stored_event
 from auditlog.errors import Unavailable
 from auditlog.storage.batch import COPY_COLUMNS
-from auditlog.storage.schema import event_counts, event_ids, events, tree_heads
+from auditlog.storage.counts import live_counts, open_starts
+from auditlog.storage.schema import event_ids, events, tree_heads
 
 log = structlog.get_logger("auditlog.store")
 
@@ -237,7 +238,9 @@ class EventReader:
         """bucket_counts from the writer's hourly counts: the same answer when the range
         starts and ends on whole hours, the width is whole hours and every filter and the
         group are columns of event_counts (see `can_count_hourly`)."""
-        c = event_counts.c
+        async with self._read() as conn:  # first, as constants (storage/counts.py)
+            starts = [int(start) for start in (await conn.execute(open_starts())).one()]
+        c = live_counts(starts).c
         start = func.time_bucket(literal(width), c.hour, literal(BUCKET_ORIGIN))
         key: ColumnElement[Any] = literal(None)
         if group_by in ("action", "publisher"):
