@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import create_engine, text
 
+from auditlog.integrity.counts import PIECE
 from auditlog.settings import Settings
+from auditlog.storage.event_writer import append_rollups
 
 ACTIONS = [
     "create",
@@ -116,7 +118,7 @@ def load(
             )
             conn.execute(
                 text(
-                    "INSERT INTO event_ids SELECT id, occurred_at FROM events"
+                    "INSERT INTO event_ids SELECT id, service, occurred_at FROM events"
                     " WHERE seq >= :a AND seq < :b"
                 ),
                 {"a": base + lo, "b": base + hi},
@@ -125,16 +127,20 @@ def load(
     timings["insert_s"] = time.perf_counter() - started
     step = time.perf_counter()
     with engine.begin() as conn:
+        # As the writer appends them (integrity/counts.py), the load being one batch: its
+        # events per piece of 4,096 seqs, then the rows of each block it completes.
         conn.execute(
             text(
-                "INSERT INTO event_counts SELECT date_trunc('hour', occurred_at, 'UTC'), service,"
-                " type, coalesce(action, ''), outcome, coalesce(publisher, ''), count(*)"
-                " FROM events WHERE seq >= :a GROUP BY 1, 2, 3, 4, 5, 6"
-                " ON CONFLICT (hour, service, type, action, outcome, publisher)"
-                " DO UPDATE SET n = event_counts.n + EXCLUDED.n"
+                "INSERT INTO event_counts SELECT 0, greatest(:a, seq / :piece * :piece),"
+                " least(:b, seq / :piece * :piece + :piece), date_trunc('hour', occurred_at,"
+                " 'UTC'), service, type, coalesce(action, ''), outcome, coalesce(publisher, ''),"
+                " count(*) FROM events WHERE seq >= :a GROUP BY 2, 3, 4, 5, 6, 7, 8, 9"
             ),
-            {"a": base},
+            {"a": base, "b": base + events, "piece": PIECE},
         )
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            append_rollups(cur, base, base + events)
     timings["counts_s"] = time.perf_counter() - step
     step = time.perf_counter()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

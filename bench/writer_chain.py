@@ -25,7 +25,13 @@ from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner, generate_key
 from auditlog.settings import Settings
 from auditlog.storage.batch import COPY_CHUNK, COPY_SQL, PreparedEvent
-from auditlog.storage.event_writer import WRITE_LOCK_KEY, EventWriter, count_hourly
+from auditlog.storage.event_writer import (
+    DEDUPE_SQL,
+    WRITE_LOCK_KEY,
+    EventWriter,
+    count_hourly,
+    dedupe_parameters,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests import factories
@@ -43,11 +49,7 @@ def unchained_write(engine: Any, batch: list[dict[str, Any]], *, counts: bool = 
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-            cur.execute(
-                "INSERT INTO event_ids (id, occurred_at) SELECT * FROM unnest(%s::uuid[],"
-                " %s::timestamptz[]) ON CONFLICT (id) DO NOTHING RETURNING id",
-                ([p.id for p in prepared], [p.occurred_at for p in prepared]),
-            )
+            cur.execute(DEDUPE_SQL, dedupe_parameters(prepared))
             new = {str(r[0]) for r in cur.fetchall()}
             cur.execute("SELECT seq FROM events ORDER BY seq DESC LIMIT 1")
             last = cur.fetchone()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from auditlog.settings import Settings
 from auditlog.storage.schema import metadata
@@ -30,6 +30,13 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     engine = create_engine(settings.url_for("owner"), future=True)
+    try:
+        _run_online(engine)
+    finally:
+        engine.dispose()  # a failed migration too: its connection is closed, not collected
+
+
+def _run_online(engine: Engine) -> None:
     with engine.connect() as connection:
         # A migration waits at most 5 s for a lock (then fails, rather than queue every
         # writer behind it) and at most 10 min for any one statement.
@@ -45,7 +52,6 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
-    engine.dispose()
 
 
 if context.is_offline_mode():

@@ -42,6 +42,7 @@ _STATUS: dict[type[errors.AuditlogError], tuple[str, str]] = {
     errors.Unauthorized: (falcon.HTTP_401, "Unauthorized"),
     errors.Forbidden: (falcon.HTTP_403, "Forbidden"),
     errors.NotFound: (falcon.HTTP_404, "Not found"),
+    errors.AmbiguousId: (falcon.HTTP_409, "Ambiguous id"),
     errors.BodyTooLarge: (falcon.HTTP_413, "Payload too large"),
     errors.UnsupportedMediaType: (falcon.HTTP_415, "Unsupported media type"),
     errors.InvalidEvents: (falcon.HTTP_422, "Invalid events"),
@@ -71,6 +72,8 @@ async def _handle_domain_error(
             body["errors_total"] = len(exc.errors)
     if isinstance(exc, errors.NotDurable):
         body["ids"] = exc.ids
+    if isinstance(exc, errors.AmbiguousId):
+        body["services"] = exc.services
     if isinstance(
         exc, errors.Overloaded | errors.Unavailable | errors.RateLimited | errors.NotDurable
     ):

@@ -147,10 +147,13 @@ def _public_key_for(settings: Settings, args: argparse.Namespace) -> bytes:
 
 def _print_report(report: VerifyReport, *, trusted: TreeHead | None) -> int:
     if report.intact:
-        print(
-            f"intact: {report.events} events and {report.heads} signed tree heads verified;"
-            f" tree size {report.tree_size}"
-        )
+        read = f"{report.events} events and {report.heads} signed tree heads"
+        if report.count_spans:
+            read = (
+                f"{report.events} events, {report.heads} signed tree heads and "
+                f"{report.count_spans} spans of stored counts"
+            )
+        print(f"intact: {read} verified; tree size {report.tree_size}")
         if trusted is not None:
             print(f"the log has grown from the trusted tree head at size {trusted.tree_size}")
         else:
@@ -165,7 +168,8 @@ def _print_report(report: VerifyReport, *, trusted: TreeHead | None) -> int:
     print(f"TAMPERED: the first disagreement is at {where}: {first.message}")
     for finding in report.findings:
         print(f"  [{finding.kind}] {finding.message}")
-    print(f"({report.events} events and {report.heads} tree heads read)")
+    spans = f", {report.count_spans} spans of stored counts" if report.count_spans else ""
+    print(f"({report.events} events, {report.heads} tree heads{spans} read)")
     return 1
 
 
@@ -198,8 +202,10 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             engine = create_engine(settings.url_for("reader"))
             try:
                 with TreeStore(engine).snapshot() as snap:
-                    verifier = LogVerifier(key, trusted=trusted)
-                    report = verifier.run(interleave(snap.events(), snap.heads()))
+                    verifier = LogVerifier(key, trusted=trusted, counts=True)
+                    report = verifier.run(
+                        interleave(snap.events(), snap.heads(), *snap.count_spans())
+                    )
             finally:
                 engine.dispose()
     except ExportFormatError as exc:

@@ -62,6 +62,15 @@ class NotFound(AuditlogError):
     """The thing asked for does not exist: 404."""
 
 
+class AmbiguousId(AuditlogError):
+    """Several services' events have the id asked for, and nothing says which one: 409.
+    `services` names them, so the client can ask again with ?service=."""
+
+    def __init__(self, message: str, services: list[str]):
+        self.services = services
+        super().__init__(message)
+
+
 class Unauthorized(AuditlogError):
     """No token, or not one of a live key: 401."""
 

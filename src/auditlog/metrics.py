@@ -62,7 +62,13 @@ COMMIT_LAG_SECONDS = Histogram(
 )
 EVENTS_COMMITTED = Counter("auditlog_events_committed", "Events stored by the writers.")
 EVENTS_DUPLICATE = Counter(
-    "auditlog_events_duplicate", "Entries skipped by the writers because their id was stored."
+    "auditlog_events_duplicate",
+    "Entries skipped by the writers because their id was stored for their service.",
+)
+EVENTS_ID_REUSED = Counter(
+    "auditlog_events_id_reused",
+    "Events stored whose id an earlier event of another service has (both are kept; the "
+    "writer logs each with both services).",
 )
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
@@ -78,10 +84,12 @@ def refusal_reason(error_kind: str | None, status: int) -> str:
 def record_batch(
     result: WriteResult, now: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> None:
-    """BatchWriter on_commit hook: batch size, stored and duplicate counts, lag per event."""
+    """BatchWriter on_commit hook: batch size, stored, duplicate and reused-id counts, lag
+    per event."""
     BATCH_EVENTS.observe(len(result.stored) + result.duplicates)
     EVENTS_COMMITTED.inc(len(result.stored))
     EVENTS_DUPLICATE.inc(result.duplicates)
+    EVENTS_ID_REUSED.inc(len(result.reused))
     committed = now()
     for event in result.stored:
         received = datetime.fromisoformat(event["received_at"])

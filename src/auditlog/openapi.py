@@ -246,6 +246,19 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "required": ["title"],
             "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
         },
+        "AmbiguousId": {
+            "type": "object",
+            "required": ["title", "description", "services"],
+            "properties": {
+                "title": {"type": "string"},
+                "description": {"type": "string"},
+                "services": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The services whose events have the id, oldest first.",
+                },
+            },
+        },
         "IngestUnavailable": {
             "type": "object",
             "required": ["title", "description"],
@@ -445,7 +458,10 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             "name": "Last-Event-ID",
             "in": "header",
             "required": False,
-            "description": "With follow: resume after this seq, or after this event id.",
+            "description": (
+                "With follow: resume after this seq, or after this event id (an id several "
+                "services used is resolved by the service filter)."
+            ),
             "schema": {"type": "string"},
         },
     ]
@@ -460,6 +476,15 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
     unavailable = _error(
         "A backend (PostgreSQL or Redis) does not answer, or the writers "
         "are behind; see Retry-After."
+    )
+    by_service = _query(
+        "service",
+        "The service whose event this is: an id is unique within a service, so when "
+        "several services' events have it, this chooses one (else 409).",
+    )
+    ambiguous = _json(
+        _ref("AmbiguousId"),
+        "Several services' events have this id; `services` names them: ask again with ?service=.",
     )
     damaged = _error(
         "Log damaged: the stored tree disagrees with its signed heads (someone changed the "
@@ -522,11 +547,14 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                             "in": "path",
                             "required": True,
                             "schema": {"type": "string"},
-                        }
+                        },
+                        by_service,
                     ],
                     "responses": {
                         "200": _json(_ref("StoredEvent"), "The event."),
-                        "404": _error("No event has this id."),
+                        "400": bad_query,
+                        "404": _error("No event (of this service) has this id."),
+                        "409": ambiguous,
                         "503": unavailable,
                     },
                 },
@@ -547,11 +575,13 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                             "Size of a recorded tree head (default: the latest).",
                             {"type": "integer", "minimum": 1},
                         ),
+                        by_service,
                     ],
                     "responses": {
                         "200": _json(_ref("InclusionProof"), "The proof, paths in RFC 9162 order."),
                         "400": _error("tree_size is malformed, or the event is not in it."),
                         "404": _error("No such event, or no signed head of that size."),
+                        "409": ambiguous,
                         "500": damaged,
                         "503": unavailable,
                     },
@@ -627,6 +657,12 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                         },
                         "304": {"description": "The answer is still the one the ETag names."},
                         "400": bad_query,
+                        "409": _json(
+                            _ref("AmbiguousId"),
+                            "With follow: Last-Event-ID is an event id several services' "
+                            "events have, and the service filter does not choose one; send "
+                            "the seq instead (each event's SSE id).",
+                        ),
                         "503": _error(
                             "The database does not answer and neither does the cache, or this "
                             "process already serves its most followers; see Retry-After."

@@ -40,6 +40,7 @@ COLUMNS = {
     "event_ids": "occurred_at",
     "merkle_nodes": "hash",
     "tree_heads": "root_hash",
+    "event_counts": "n",
 }
 
 
@@ -101,14 +102,14 @@ class TestRoles:
 
     def test_reader_cannot_insert(self, engines: dict[Role, Engine]):
         message = attempt(
-            engines["reader"], "INSERT INTO event_ids VALUES (gen_random_uuid(), now())"
+            engines["reader"], "INSERT INTO event_ids VALUES (gen_random_uuid(), 'x', now())"
         )
         assert "permission denied" in message
 
     def test_writer_can_insert_and_select(self, engines: dict[Role, Engine]):
         with engines["writer"].begin() as conn:
             conn.execute(text("SELECT count(*) FROM events"))
-            conn.execute(text("INSERT INTO event_ids VALUES (gen_random_uuid(), now())"))
+            conn.execute(text("INSERT INTO event_ids VALUES (gen_random_uuid(), 'billing', now())"))
             conn.rollback()
 
 
@@ -291,3 +292,37 @@ class TestWriteFailures:
                 store.write([queued()])
         finally:
             engine.dispose()
+
+
+class TestIdsPerService:
+    """The ledger's key is (id, service): a batch dedupes within a service and reports an id
+    that another service used before it, in an earlier batch or in the same one."""
+
+    @pytest.fixture
+    def store(self, settings: Settings) -> Iterator[EventWriter]:
+        writer = create_role_engine(settings, "writer", pool_size=1)
+        yield EventWriter(writer, HeadSigner.from_file(SIGNING_KEY))
+        writer.dispose()
+
+    def test_same_id_in_one_batch(self, store: EventWriter, owner_db: Engine):
+        billing = queued()
+        accounts = queued(id=billing["id"], service="accounts")
+        web = queued(id=billing["id"], service="web")
+        result = store.write([billing, accounts, dict(billing), web])
+        assert [e["service"] for e in result.stored] == ["billing", "accounts", "web"]
+        assert result.duplicates == 1
+        first = result.stored[0]["seq"]
+        assert [(r.service, r.seq, r.earlier_services) for r in result.reused] == [
+            ("accounts", first + 1, ("billing",)),
+            ("web", first + 2, ("billing", "accounts")),
+        ]
+        assert stored_counts(owner_db, [billing["id"]]) == {billing["id"]: 3}
+
+    def test_same_id_in_a_later_batch(self, store: EventWriter):
+        billing = queued()
+        assert not store.write([billing]).reused
+        again = store.write([dict(billing), queued(id=billing["id"], service="accounts")])
+        assert again.duplicates == 1
+        assert [(r.id, r.service, r.earlier_services) for r in again.reused] == [
+            (billing["id"], "accounts", ("billing",))
+        ]

@@ -111,6 +111,19 @@ def tamper(engine: Engine, *statements: str, params: dict[str, Any] | None = Non
             conn.execute(text(statement), params or {})
 
 
+COUNT_ROW = " AND ".join(
+    f"{c} = :{c}"
+    for c in ("level", "seq_lo", "hour", "service", "type", "action", "outcome", "publisher")
+)
+
+
+def insert(engine: Engine, table: str, values: dict[str, Any]) -> None:
+    """Put a row back as it was (triggers off, like the change it undoes)."""
+    columns = ", ".join(values)
+    placeholders = ", ".join(f":{c}" for c in values)
+    tamper(engine, f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", params=values)
+
+
 def row(conn: Connection, seq: int) -> dict[str, Any]:
     found = conn.execute(text("SELECT * FROM events WHERE seq = :s"), {"s": seq}).mappings()
     return dict(found.one())
@@ -249,8 +262,9 @@ class TestTampering:
     def test_end_removed_with_its_heads_needs_a_trusted_head(
         self, log: Settings, superuser: Engine, tmp_path: Path
     ):
-        """Cut the newest batches and the heads that cover them: the log left is consistent
-        with itself; a head the auditor kept from before shows the cut."""
+        """Cut the newest batches, the heads and the counts that cover them: the log left is
+        consistent with itself; a head the auditor kept from before shows the cut. Leaving
+        the counts in place shows it too."""
         with superuser.connect() as conn:
             latest = conn.execute(
                 text(
@@ -268,6 +282,11 @@ class TestTampering:
                 .mappings()
                 .all()
             )
+            counts = (
+                conn.execute(text("SELECT * FROM event_counts WHERE seq_hi > :c"), {"c": cut})
+                .mappings()
+                .all()
+            )
         trusted = tmp_path / "head.json"
         trusted.write_bytes(orjson.dumps(TreeHead(*latest).as_dict()))
         tamper(
@@ -277,7 +296,12 @@ class TestTampering:
             params={"c": cut},
         )
         try:
-            assert verify(log).returncode == 0  # what a cut at a head boundary looks like
+            result = verify(log)
+            assert result.returncode == 1, result.stdout
+            assert f"the stored counts of seq {cut}–" in result.stdout
+            assert "holds none after" in result.stdout
+            tamper(superuser, "DELETE FROM event_counts WHERE seq_hi > :c", params={"c": cut})
+            assert verify(log).returncode == 0  # what a clean cut at a head boundary looks like
             result = verify(log, "--trusted-head", str(trusted))
             assert result.returncode == 1, result.stdout
             assert f"first disagreement is at seq {cut}" in result.stdout
@@ -285,14 +309,9 @@ class TestTampering:
         finally:
             for saved in events:
                 self._restore(superuser, saved)
-            for head in heads:
-                columns = ", ".join(head)
-                values = ", ".join(f":{c}" for c in head)
-                tamper(
-                    superuser,
-                    f"INSERT INTO tree_heads ({columns}) VALUES ({values})",
-                    params=dict(head),
-                )
+            for table, rows in (("tree_heads", heads), ("event_counts", counts)):
+                for saved_row in rows:
+                    insert(superuser, table, dict(saved_row))
         assert verify(log, "--trusted-head", str(trusted)).returncode == 0
 
     def test_proofs_are_refused_from_a_damaged_tree(self, log: Settings, superuser: Engine):
@@ -322,6 +341,58 @@ class TestTampering:
             assert client.simulate_get(f"/v1/events/{target}/proof").status_code == 200
         finally:
             async_to_sync(runtime.close)
+
+    def test_altered_count(self, log: Settings, superuser: Engine):
+        """A stored count changed by the owner (trigger off) disagrees with the events."""
+        with superuser.connect() as conn:
+            target = dict(
+                conn.execute(
+                    text(
+                        "SELECT * FROM event_counts WHERE level = 0 ORDER BY seq_lo, n DESC"
+                        " OFFSET 5 LIMIT 1"
+                    )
+                )
+                .mappings()
+                .one()
+            )
+        tamper(superuser, f"UPDATE event_counts SET n = n + 1 WHERE {COUNT_ROW}", params=target)
+        try:
+            result = verify(log)
+            assert result.returncode == 1, result.stdout
+            assert f"first disagreement is at seq {target['seq_lo']}" in result.stdout
+            assert "[counts]" in result.stdout
+            assert f"stored {target['n'] + 1}, events {target['n']}" in result.stdout
+        finally:
+            tamper(superuser, f"UPDATE event_counts SET n = :n WHERE {COUNT_ROW}", params=target)
+
+    @pytest.mark.parametrize(
+        ("change", "says"),
+        [
+            ({"type": "forged.type", "n": 7}, "stored 7, events 0"),
+            ({"seq_lo": EVENTS, "seq_hi": EVENTS + 5}, "holds none after"),
+            ({"level": 16, "seq_lo": 0, "seq_hi": 65536}, "holds none after"),
+        ],
+        ids=["new-cell", "past-the-end", "whole-block"],
+    )
+    def test_inserted_count(
+        self, log: Settings, superuser: Engine, change: dict[str, Any], says: str
+    ):
+        """A count row the owner added, in a span the writer wrote or in one it did not."""
+        with superuser.connect() as conn:
+            forged = dict(
+                conn.execute(text("SELECT * FROM event_counts WHERE level = 0 LIMIT 1"))
+                .mappings()
+                .one()
+            )
+        forged.update(change)
+        insert(superuser, "event_counts", forged)
+        try:
+            result = verify(log)
+            assert result.returncode == 1, result.stdout
+            assert "[counts]" in result.stdout
+            assert says in result.stdout
+        finally:
+            tamper(superuser, f"DELETE FROM event_counts WHERE {COUNT_ROW}", params=forged)
 
     def test_untouched_again_after_the_repairs(self, log: Settings):
         result = verify(log)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import REGISTRY
 
 from auditlog.metrics import record_batch, refusal_reason
-from auditlog.storage.event_writer import WriteResult
+from auditlog.storage.event_writer import IdReuse, WriteResult
 
 
 def sample(name: str) -> float:
@@ -31,10 +31,12 @@ class TestRecordBatch:
                 "auditlog_writer_batch_events_sum",
                 "auditlog_events_committed_total",
                 "auditlog_events_duplicate_total",
+                "auditlog_events_id_reused_total",
                 'auditlog_commit_lag_seconds_bucket{le="0.5"}',
             )
         }
-        record_batch(WriteResult(stored=stored, duplicates=1), now=lambda: now)
+        reused = [IdReuse("b", "accounts", 8, ("billing",))]
+        record_batch(WriteResult(stored=stored, duplicates=1, reused=reused), now=lambda: now)
 
         def delta(name: str) -> float:
             return sample(name) - before[name]
@@ -44,6 +46,7 @@ class TestRecordBatch:
         assert delta("auditlog_writer_batch_events_sum") == 3
         assert delta("auditlog_events_committed_total") == 2
         assert delta("auditlog_events_duplicate_total") == 1
+        assert delta("auditlog_events_id_reused_total") == 1
 
     def test_clock_skew_never_gives_a_negative_lag(self):
         now = datetime(2026, 1, 1, tzinfo=UTC)

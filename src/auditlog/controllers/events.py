@@ -10,7 +10,7 @@ import falcon.asgi
 from auditlog.errors import BodyTooLarge, UnsupportedMediaType
 from auditlog.services.auth import Scope
 from auditlog.services.ingest import EnvelopeFormat, IngestService
-from auditlog.services.queries import QueryService, no_parameters
+from auditlog.services.queries import QueryService
 
 _FORMATS = {fmt.value: fmt for fmt in EnvelopeFormat}
 
@@ -69,7 +69,8 @@ class EventsResource:
 
 
 class EventResource:
-    """GET one stored event by id. There is no PUT, PATCH or DELETE: 405."""
+    """GET one stored event by id (?service= when several services used it). There is no
+    PUT, PATCH or DELETE: 405."""
 
     scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ}
 
@@ -79,6 +80,5 @@ class EventResource:
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, event_id: str
     ) -> None:
-        no_parameters(req.params)
-        resp.media = await self._queries.get(event_id, viewer=req.context.principal)
+        resp.media = await self._queries.get(event_id, req.params, viewer=req.context.principal)
         req.context.results = 1

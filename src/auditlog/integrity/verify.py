@@ -2,25 +2,32 @@
 
 The input is one stream, in log order: each event (as the API returns it) and, right after
 the event that completes it, each signed tree head. The database and an export file give the
-same stream, so the same checks run on both, in constant memory.
+same stream, so the same checks run on both, in constant memory. From the database, the
+stored counts come in the same stream (each span right after its last event) and are
+recounted from the events (`counts.CountTally`); an export holds no counts.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from auditlog.canonical import format_timestamp
+from auditlog.integrity.counts import CountSpan, CountTally
 from auditlog.integrity.heads import TreeHead
 from auditlog.integrity.leaf import leaf_hash
 from auditlog.integrity.merkle import Frontier
 
-Item = dict[str, Any] | TreeHead
+Item = dict[str, Any] | TreeHead | CountSpan
 EXACT = frozenset({"changed", "missing", "inserted", "unsigned", "malformed"})
 RANGE = frozenset({"head-mismatch"})
+# The counts are derived from the events: a changed or removed event makes them disagree
+# too, so they locate a disagreement only when the events themselves are intact.
+DERIVED = frozenset({"counts"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class Finding:
 class VerifyReport:
     events: int = 0
     heads: int = 0
+    count_spans: int = 0
     tree_size: int = 0
     findings: list[Finding] = field(default_factory=list)
 
@@ -46,27 +54,42 @@ class VerifyReport:
         return not self.findings
 
     def first(self) -> Finding | None:
-        """The earliest exact disagreement; a head mismatch only bounds a range of seqs."""
-        for kinds in (EXACT, RANGE):
+        """The earliest exact disagreement; a head mismatch only bounds a range of seqs, and
+        the counts are derived from the events."""
+        for kinds in (EXACT, RANGE, DERIVED):
             located = [f for f in self.findings if f.seq is not None and f.kind in kinds]
             if located:
                 return min(located, key=lambda f: f.seq or 0)
         return self.findings[0] if self.findings else None
 
 
-def interleave(events: Iterable[dict[str, Any]], heads: Iterable[TreeHead]) -> Iterator[Item]:
-    """Merge events (by seq) and heads (by size): each head right after its last event."""
-    pending = iter(heads)
-    head = next(pending, None)
+def _placed_after(item: TreeHead | CountSpan) -> tuple[int, int]:
+    """Where an item goes: after the event before its end; a head first, then the counts
+    of a batch, then those of a whole block."""
+    if isinstance(item, TreeHead):
+        return item.tree_size, -1
+    return item.hi, item.level
+
+
+def interleave(
+    events: Iterable[dict[str, Any]],
+    heads: Iterable[TreeHead],
+    *counts: Iterable[CountSpan],
+) -> Iterator[Item]:
+    """Merge events (by seq), heads (by size) and count spans (by end, each stream of them
+    in order): each head and span right after the last event it covers."""
+    streams: list[Iterable[TreeHead | CountSpan]] = [heads, *counts]
+    pending = heapq.merge(*streams, key=_placed_after)
+    after = next(pending, None)
     for event in events:
         seq = event.get("seq")
-        while head is not None and isinstance(seq, int) and head.tree_size <= seq:
-            yield head
-            head = next(pending, None)
+        while after is not None and isinstance(seq, int) and _placed_after(after)[0] <= seq:
+            yield after
+            after = next(pending, None)
         yield event
-    while head is not None:
-        yield head
-        head = next(pending, None)
+    while after is not None:
+        yield after
+        after = next(pending, None)
 
 
 class LogVerifier:
@@ -90,8 +113,11 @@ class LogVerifier:
         prefix: Sequence[bytes] = (),
         end: int | None = None,
         trusted: TreeHead | None = None,
+        counts: bool = False,
         max_findings: int = 100,
     ):
+        """`counts`: the stream carries the stored count spans, to be checked against the
+        events (from the database; an export has none)."""
         if trusted is not None and not trusted.verify(public_key):
             raise ValueError("the trusted tree head has no valid signature by this key")
         self._public_key = public_key
@@ -103,6 +129,9 @@ class LogVerifier:
         self._trusted = trusted if trusted is not None and trusted.tree_size > start else None
         self._max_findings = max_findings
         self.report = VerifyReport(tree_size=start)
+        self._tally = (
+            CountTally(lambda seq, message: self._find(seq, "counts", message)) if counts else None
+        )
 
     def run(self, items: Iterable[Item]) -> VerifyReport:
         for item in items:
@@ -110,6 +139,10 @@ class LogVerifier:
                 break
             if isinstance(item, TreeHead):
                 self._check_head(item)
+            elif isinstance(item, CountSpan):
+                self.report.count_spans += 1
+                if self._tally is not None:
+                    self._tally.check(item)
             else:
                 self._check_event(item)
         self._finish()
@@ -141,6 +174,8 @@ class LogVerifier:
             self._find(self._expected, "missing", f"seq {gap} missing: events were removed")
             self._tree_valid = False
             self._expected = seq
+        if self._tally is not None:
+            self._tally.add(event)
         leaf = leaf_hash(event)
         recorded = event.get("leaf_hash")
         if recorded is not None and _decode(recorded) != leaf:
@@ -205,6 +240,8 @@ class LogVerifier:
         self.report.tree_size = head.tree_size
 
     def _finish(self) -> None:
+        if self._tally is not None:
+            self._tally.finish(self._expected)
         bounds = [("the export's header", self._end)]
         if self._trusted is not None:
             bounds.append(("the trusted tree head", self._trusted.tree_size))

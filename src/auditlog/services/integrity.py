@@ -46,9 +46,9 @@ class IntegrityService:
     async def inclusion_proof(
         self, event_id: str, params: Params, *, viewer: Principal
     ) -> dict[str, Any]:
-        values = single_values(params, ("tree_size",))
+        values = single_values(params, ("tree_size", "service"))
         size = _size(values, "tree_size")
-        event = await self._queries.get(event_id, viewer=viewer)
+        event = await self._queries.event(event_id, service=values.get("service"), viewer=viewer)
         head = await self._head(size)
         index = event["seq"]
         if index >= head.tree_size:

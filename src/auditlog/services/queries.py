@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from auditlog.canonical import format_timestamp, parse_timestamp
-from auditlog.errors import Forbidden, InvalidQuery, NotFound
+from auditlog.errors import AmbiguousId, Forbidden, InvalidQuery, NotFound
 from auditlog.services.auth import Principal
 from auditlog.services.envelope import OUTCOMES
 from auditlog.storage.events import (
@@ -49,6 +49,7 @@ FILTER_PARAMS = (
 )
 LIST_PARAMS = (*FILTER_PARAMS, "limit", "order", "cursor")
 BUCKET_PARAMS = (*FILTER_PARAMS, "width", "group_by", "top")
+EVENT_PARAMS = ("service",)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_BUCKETS = 10_000
@@ -329,6 +330,33 @@ def bucket_starts(since: datetime, until: datetime, width: timedelta) -> list[da
     return [first + n * width for n in range(count)]
 
 
+def the_one(
+    candidates: list[dict[str, Any]],
+    event_id: str,
+    service: str | None,
+    *,
+    choose: str = "choose one with ?service=",
+) -> dict[str, Any]:
+    """The one event an id names among the stored events that have it.
+
+    Ids are deduplicated per service, so each service that used an id has its own event
+    with it: one answers, several need a service to choose (409 naming them), none is 404.
+    """
+    if service is not None:
+        candidates = [event for event in candidates if event["service"] == service]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        of = f" of service {service!r}" if service is not None else ""
+        raise NotFound(f"no event{of} has the id {event_id}")
+    services = [event["service"] for event in candidates]
+    raise AmbiguousId(
+        f"the id {event_id} is used by events of {len(services)} services "
+        f"({', '.join(services)}); {choose}",
+        services,
+    )
+
+
 class QueryService:
     """The read side of the log, for auditors."""
 
@@ -337,15 +365,22 @@ class QueryService:
         self._cursor_key = cursor_key
         self._max_cells = max_bucket_cells
 
-    async def get(self, event_id: str, *, viewer: Principal) -> dict[str, Any]:
+    async def get(self, event_id: str, params: Params, *, viewer: Principal) -> dict[str, Any]:
+        """GET /v1/events/{id}[?service=]: the one event with this id."""
+        values = single_values(params, EVENT_PARAMS)
+        return await self.event(event_id, service=values.get("service"), viewer=viewer)
+
+    async def event(
+        self, event_id: str, *, service: str | None = None, viewer: Principal
+    ) -> dict[str, Any]:
+        """The event with this id (of this service, if given) that `viewer` may read; 409
+        when several services' events have it and no service says which."""
         try:
             key = uuid.UUID(event_id)
         except ValueError:
             raise NotFound(f"no event has the id {event_id!r} (ids are UUIDs)") from None
-        event = visible(await self._store.get(key), viewer)
-        if event is None:
-            raise NotFound(f"no event has the id {event_id}")
-        return event
+        found = await self._store.find(key, service=service)
+        return the_one([e for e in found if visible(e, viewer)], event_id, service)
 
     async def list(self, params: Params, *, viewer: Principal) -> Page:
         values = single_values(params, LIST_PARAMS)

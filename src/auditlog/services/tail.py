@@ -33,7 +33,7 @@ from auditlog.metrics_tail import (
     TAIL_UPDATE_FAILURES,
 )
 from auditlog.services.auth import Principal
-from auditlog.services.queries import Params, event_filter, single_values, visible
+from auditlog.services.queries import Params, event_filter, single_values, the_one, visible
 from auditlog.services.streams import ClosingStream, KeyCheck, Slots, StillAllowed
 from auditlog.storage.event_writer import WriteResult
 from auditlog.storage.events import EventFilter, EventReader
@@ -256,7 +256,7 @@ class TailService:
         flt = event_filter(values, viewer)
         release = self._followers.acquire(viewer.name)
         try:
-            start = await self._start(last_event_id, viewer)
+            start = await self._start(last_event_id, flt.service, viewer)
         except BaseException:
             release()
             raise
@@ -264,8 +264,11 @@ class TailService:
         check = KeyCheck(still_allowed, self._key_check_s, self._clock)
         return ClosingStream(self._follow(flt, start, deadline, check), release)
 
-    async def _start(self, last_event_id: str | None, viewer: Principal) -> int:
-        """The seq after which to begin: the one named, or the newest committed."""
+    async def _start(
+        self, last_event_id: str | None, service: str | None, viewer: Principal
+    ) -> int:
+        """The seq after which to begin: the one named, or the newest committed. An event id
+        used by several services is resolved by the follow's service filter, if any."""
         if last_event_id is None or last_event_id.strip() == "":
             _, head = await self._read_cache(self._cache.head, "follow")
             if head is not None:
@@ -280,10 +283,13 @@ class TailService:
             raise InvalidQuery(
                 "Last-Event-ID", "must be a seq or an event id (a UUID) this server sent"
             ) from None
-        event = visible(await self._store.get(event_id), viewer)
-        if event is None:
+        candidates = [e for e in await self._store.find(event_id) if visible(e, viewer)]
+        if not candidates:
             raise InvalidQuery("Last-Event-ID", f"no stored event has the id {value}")
-        return int(event["seq"])
+        if len(candidates) > 1 and service in {event["service"] for event in candidates}:
+            candidates = [event for event in candidates if event["service"] == service]
+        choose = "send the seq this server sent as the event's SSE id instead"
+        return int(the_one(candidates, value, None, choose=choose)["seq"])
 
     async def _follow(
         self, flt: EventFilter, position: int, deadline: float, check: KeyCheck

@@ -1,7 +1,7 @@
 """The batch writer: moves events from the stream into PostgreSQL, many per round trip.
 
 Delivery is at least once (an entry leaves the stream only after its batch commits) and the
-store deduplicates on id, so each accepted event is stored exactly once.
+store deduplicates on (id, service), so each accepted event is stored exactly once.
 """
 
 from __future__ import annotations
@@ -216,6 +216,16 @@ class BatchWriter:
             # finds the batch that wrote it (a few KB at most: one id per request).
             request_ids=sorted({e.request_id for e in good if e.request_id}),
         )
+        for reuse in result.reused:
+            # Both events are kept (an id is deduplicated within its service only); an id
+            # reused across services is a producer's bug or someone squatting ids: say so.
+            log.warning(
+                "event id reused across services",
+                id=reuse.id,
+                service=reuse.service,
+                seq=reuse.seq,
+                earlier_services=list(reuse.earlier_services),
+            )
         for hook in self._on_commit:
             try:
                 hook(result)

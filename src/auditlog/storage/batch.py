@@ -53,6 +53,7 @@ class PreparedEvent:
     """An event with everything but its seq and leaf hash worked out."""
 
     id: str
+    service: str
     occurred_at: str
     document: dict[str, Any]
     before_seq: bytes
@@ -68,6 +69,7 @@ class PreparedEvent:
         d = document
         return cls(
             id=d["id"],
+            service=d["service"],
             occurred_at=d["occurred_at"],
             document=document,
             before_seq=before,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +12,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
+from auditlog.integrity.counts import ROLLUP_LEVELS, batch_spans, below, completed_blocks
 from auditlog.integrity.heads import HeadSigner, TreeHead
 from auditlog.integrity.merkle import Frontier, is_stored
 from auditlog.storage.batch import COPY_CHUNK, COPY_SQL, PreparedEvent
@@ -27,6 +27,25 @@ log = structlog.get_logger("auditlog.store")
 WRITE_LOCK_KEY = 0x61756469746C6F67  # "auditlog"
 
 
+# The ledger's key is (id, service): each new key comes back, with the services that had
+# the id before this batch (the subquery sees the table as the statement began).
+DEDUPE_SQL = (
+    "WITH new AS (INSERT INTO event_ids (id, service, occurred_at)"
+    " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[])"
+    " ON CONFLICT (id, service) DO NOTHING RETURNING id, service)"
+    " SELECT new.id, new.service, (SELECT array_agg(e.service) FROM event_ids AS e"
+    " WHERE e.id = new.id) FROM new"
+)
+
+
+def dedupe_parameters(prepared: Sequence[PreparedEvent]) -> tuple[list[str], ...]:
+    return (
+        [p.id for p in prepared],
+        [p.service for p in prepared],
+        [p.occurred_at for p in prepared],
+    )
+
+
 class StoreUnavailable(Exception):
     """PostgreSQL did not answer or dropped the connection: worth retrying as is."""
 
@@ -36,13 +55,26 @@ class StoreRejected(Exception):
 
 
 @dataclass(frozen=True)
+class IdReuse:
+    """A stored event whose id an earlier event of another service already has: both are
+    kept (each service's ids are its own), and the reuse is made visible."""
+
+    id: str
+    service: str
+    seq: int
+    earlier_services: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class WriteResult:
-    """What a batch write did: the events it stored, as the API returns them, and how many
-    it skipped as already stored."""
+    """What a batch write did: the events it stored, as the API returns them, how many it
+    skipped as already stored (same id, same service), and the stored events whose id
+    other services had used before."""
 
     stored: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
     head: TreeHead | None = None
+    reused: list[IdReuse] = field(default_factory=list)
 
 
 class EventWriter:
@@ -56,10 +88,11 @@ class EventWriter:
         self._engine.dispose()
 
     def write(self, batch: Sequence[dict[str, Any]]) -> WriteResult:
-        """Store a batch in one transaction: dedupe, number, hash, COPY, sign a tree head.
+        """Store a batch in one transaction: dedupe, number, hash, COPY, count, sign a tree
+        head.
 
         Each item is an event in stored form (canonical timestamps, no seq). Items whose id is
-        already stored, or repeated within the batch, are skipped.
+        already stored for their service, or repeated within the batch, are skipped.
         """
         try:
             with self._engine.begin() as conn:
@@ -84,26 +117,31 @@ class EventWriter:
     ) -> WriteResult:
         prepared = [PreparedEvent.of(event) for event in batch]  # before the lock
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-        cur.execute(
-            "INSERT INTO event_ids (id, occurred_at)"
-            " SELECT * FROM unnest(%s::uuid[], %s::timestamptz[])"
-            " ON CONFLICT (id) DO NOTHING RETURNING id",
-            ([p.id for p in prepared], [p.occurred_at for p in prepared]),
-        )
-        new_ids = {str(row[0]) for row in cur.fetchall()}
-        if not new_ids:
+        cur.execute(DEDUPE_SQL, dedupe_parameters(prepared))
+        earlier: dict[str, list[str]] = {}  # id -> services of the events before this one
+        new_keys: set[tuple[str, str]] = set()
+        for event_id, service, before in cur.fetchall():
+            new_keys.add((str(event_id), service))
+            earlier[str(event_id)] = sorted(before or ())
+        if not new_keys:
             return WriteResult(duplicates=len(batch))
         frontier, now = _tree_state(cur)
         stored: list[dict[str, Any]] = []
+        reused: list[IdReuse] = []
         nodes: list[tuple[int, int, bytes]] = []
         # Chunks go out while the next ones are hashed: the server inserts rows meanwhile.
         with cur.copy(COPY_SQL) as copy:
             lines: list[str] = []
             for event in prepared:
-                if event.id not in new_ids:
+                key = (event.id, event.service)
+                if key not in new_keys:
                     continue
-                new_ids.discard(event.id)  # a repeat within the batch is skipped
+                new_keys.discard(key)  # a repeat within the batch is skipped
                 seq = frontier.size
+                others = earlier[event.id]
+                if others:
+                    reused.append(IdReuse(event.id, event.service, seq, tuple(others)))
+                others.append(event.service)
                 leaf = event.leaf(seq)
                 nodes.extend(n for n in frontier.append(leaf) if is_stored(n[0]))
                 lines.append(event.place(seq, leaf))
@@ -129,31 +167,44 @@ class EventWriter:
                 b"".join(frontier.hashes()),
             ),
         )
-        return WriteResult(stored=stored, duplicates=len(batch) - len(stored), head=head)
+        return WriteResult(
+            stored=stored, duplicates=len(batch) - len(stored), head=head, reused=reused
+        )
+
+
+_COUNT_COLUMNS = "level, seq_lo, seq_hi, hour, service, type, action, outcome, publisher"
 
 
 def count_hourly(cur: psycopg.Cursor[Any], stored: list[dict[str, Any]]) -> None:
-    """Add the batch to the hourly counts, in its own transaction: they stay exact."""
-    counts = Counter(
-        (
-            d["occurred_at"][:13] + ":00:00Z",  # canonical form: the hour is a prefix
-            d["service"],
-            d["type"],
-            d["action"] or "",
-            d["outcome"],
-            d["publisher"] or "",
-        )
-        for d in stored
-    )
-    columns = list(zip(*((*key, n) for key, n in counts.items()), strict=True))
+    """Append the batch's hourly counts (stored: its events in seq order, numbered), in its
+    own transaction, so they stay exact: one level-0 span per piece the batch falls in,
+    then the rows of each block the batch completes (integrity/counts.py)."""
+    if not stored:
+        return
+    rows = [row for span in batch_spans(stored) for row in span.rows()]
     cur.execute(
-        "INSERT INTO event_counts (hour, service, type, action, outcome, publisher, n)"
-        " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[],"
-        " %s::text[], %s::text[], %s::bigint[])"
-        " ON CONFLICT (hour, service, type, action, outcome, publisher)"
-        " DO UPDATE SET n = event_counts.n + EXCLUDED.n",
-        [list(column) for column in columns],
+        f"INSERT INTO event_counts ({_COUNT_COLUMNS}, n)"  # noqa: S608 - constant columns
+        " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[], %s::timestamptz[],"
+        " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[])",
+        [list(column) for column in zip(*rows, strict=True)],
     )
+    append_rollups(cur, stored[0]["seq"], stored[-1]["seq"] + 1)
+
+
+def append_rollups(cur: psycopg.Cursor[Any], lo: int, hi: int) -> None:
+    """Append the rows of every block that seqs [lo, hi), just counted, complete: each the
+    sum of the level below within it, smallest level first."""
+    for level in ROLLUP_LEVELS:
+        size = 1 << level
+        for block in completed_blocks(level, lo, hi):
+            start = block * size
+            cur.execute(
+                f"INSERT INTO event_counts ({_COUNT_COLUMNS}, n)"  # noqa: S608 - constant
+                " SELECT %s, %s, %s, hour, service, type, action, outcome, publisher, sum(n)"
+                " FROM event_counts WHERE level = %s AND seq_lo >= %s AND seq_lo < %s"
+                " GROUP BY hour, service, type, action, outcome, publisher",
+                (level, start, start + size, below(level), start, start + size),
+            )
 
 
 def _tree_state(cur: psycopg.Cursor[Any]) -> tuple[Frontier, datetime]:

@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from auditlog.canonical import stored_event
 from auditlog.errors import QueryTooCostly, Unavailable
 from auditlog.storage.batch import COPY_COLUMNS
-from auditlog.storage.schema import event_counts, event_ids, events, tree_heads
+from auditlog.storage.counts import live_counts, open_starts
+from auditlog.storage.schema import event_ids, events, tree_heads
 
 log = structlog.get_logger("auditlog.store")
 
@@ -183,23 +184,36 @@ class EventReader:
                 return 0 if last is None else int(last) + 1
         return int(size)
 
-    async def get(self, event_id: uuid.UUID) -> dict[str, Any] | None:
-        """One event by id: its occurred_at from the ledger, then its one chunk.
+    async def find(
+        self, event_id: uuid.UUID, *, service: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The events with this id (one per service that used it; of `service` only, if
+        given), in seq order: their occurred_at from the ledger, then their chunks.
 
-        Two statements on purpose: with the time as a constant the planner excludes every
+        Two statements on purpose: with the times as constants the planner excludes every
         other chunk before planning them (a subquery would leave that to run time, after
         planning a scan of every chunk: milliseconds on a month of daily chunks).
         """
-        route = select(event_ids.c.occurred_at).where(event_ids.c.id == event_id)
+        route = select(event_ids.c.service, event_ids.c.occurred_at).where(
+            event_ids.c.id == event_id
+        )
+        if service is not None:
+            route = route.where(event_ids.c.service == service)
         async with self._read() as conn:
-            occurred_at = await conn.scalar(route)
-            if occurred_at is None:
-                return None
-            query = select(*_EVENT_COLUMNS).where(
-                events.c.occurred_at == occurred_at, events.c.id == event_id
+            found = (await conn.execute(route)).all()
+            if not found:
+                return []
+            query = (
+                select(*_EVENT_COLUMNS)
+                .where(
+                    events.c.occurred_at.in_(sorted({row.occurred_at for row in found})),
+                    events.c.id == event_id,
+                    events.c.service.in_([row.service for row in found]),
+                )
+                .order_by(events.c.seq)
             )
-            row = (await conn.execute(query)).first()
-        return None if row is None else stored_event(row)
+            rows = (await conn.execute(query)).all()
+        return [stored_event(row) for row in rows]
 
     async def page(
         self,
@@ -243,7 +257,9 @@ class EventReader:
         """bucket_counts from the writer's hourly counts: the same answer when the range
         starts and ends on whole hours, the width is whole hours and every filter and the
         group are columns of event_counts (see `can_count_hourly`)."""
-        c = event_counts.c
+        async with self._read() as conn:  # first, as constants (storage/counts.py)
+            starts = [int(start) for start in (await conn.execute(open_starts())).one()]
+        c = live_counts(starts).c
         start = func.time_bucket(literal(width), c.hour, literal(BUCKET_ORIGIN))
         key: ColumnElement[Any] | None = None
         if group_by in ("action", "publisher"):

@@ -1,9 +1,10 @@
 """The tables, as SQLAlchemy sees them. Alembic's migrations create them; `alembic check`
 keeps the two in step.
 
-`events` is a TimescaleDB hypertable partitioned on `occurred_at`. Its unique key is `id`, but a
-hypertable's unique indexes must include the partitioning column, so `event_ids` (a plain table
-keyed on `id`) is the dedupe ledger and the route from an id to its chunk.
+`events` is a TimescaleDB hypertable partitioned on `occurred_at`. Its unique key is
+(`id`, `service`): an id names an event within its service (migration 0006). A hypertable's
+unique indexes must include the partitioning column, so `event_ids` (a plain table keyed on
+(`id`, `service`)) is the dedupe ledger and the route from an id to its chunk.
 """
 
 from __future__ import annotations
@@ -84,10 +85,13 @@ events = Table(
     ),
 )
 
+# The dedupe ledger: an event is a duplicate of an earlier one of the same service with
+# the same id, never of another service's (whose key may not write this one's events).
 event_ids = Table(
     "event_ids",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("service", Text(collation="C"), primary_key=True),
     Column("occurred_at", TIMESTAMP(timezone=True), nullable=False),
 )
 
@@ -136,16 +140,42 @@ api_keys = Table(
     ),
 )
 
-# Hourly counts (migration 0004), kept by the writer in each batch's transaction; derived
-# data for GET /v1/stats/buckets. Absent action and publisher are '' (a key cannot be NULL).
+# Hourly counts (migration 0006; integrity/counts.py has the rule): each row counts one
+# cell's events within a span of seqs [seq_lo, seq_hi): level 0 is one batch's events within
+# a piece of 4,096 seqs, levels 12 and 16 whole aligned blocks of 2^12 and 2^16 seqs.
+# Appended by the writer in each batch's transaction, never updated; absent action and
+# publisher are '' (cells are compared as keys: never NULL).
 event_counts = Table(
     "event_counts",
     metadata,
-    Column("hour", TIMESTAMP(timezone=True), primary_key=True),
-    Column("service", Text(collation="C"), primary_key=True),
-    Column("type", Text(collation="C"), primary_key=True),
-    Column("action", Text, primary_key=True),
-    Column("outcome", Text, primary_key=True),
-    Column("publisher", Text, primary_key=True),
+    Column("level", SmallInteger, nullable=False),
+    Column("seq_lo", BigInteger, nullable=False),
+    Column("seq_hi", BigInteger, nullable=False),
+    Column("hour", TIMESTAMP(timezone=True), nullable=False),
+    Column("service", Text(collation="C"), nullable=False),
+    Column("type", Text(collation="C"), nullable=False),
+    Column("action", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("publisher", Text, nullable=False),
     Column("n", BigInteger, nullable=False),
+    CheckConstraint("level IN (0, 12, 16)", name="event_counts_level_check"),
+    CheckConstraint(
+        "seq_lo >= 0 AND seq_lo < seq_hi AND CASE WHEN level = 0"
+        " THEN seq_lo / 4096 = (seq_hi - 1) / 4096"
+        " ELSE seq_lo % (1::bigint << level) = 0 AND seq_hi = seq_lo + (1::bigint << level) END",
+        name="event_counts_span_check",
+    ),
+    CheckConstraint("n > 0", name="event_counts_n_check"),
+    # No primary key: its index would be as large as the rows, and the verifier catches a
+    # cell stored twice (the span's sum disagrees). Spans are found by where they start:
+    # the open block's batches for a read, every span in order for the verifier.
+    Index("event_counts_spans_idx", "level", "seq_lo"),
+    # The top level's rows by hour, whole: most of what a bucket query reads is an
+    # index-only scan of this (the open blocks' rows are found by event_counts_spans_idx).
+    Index(
+        "event_counts_blocks_idx",
+        "hour",
+        postgresql_include=["type", "service", "action", "outcome", "publisher", "n", "seq_lo"],
+        postgresql_where=text("level = 16"),
+    ),
 )

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auditlog.canonical import stored_event
 from auditlog.errors import Unavailable
+from auditlog.integrity.counts import LEVELS, CountSpan, group_spans
 from auditlog.integrity.heads import TreeHead
 from auditlog.integrity.merkle import NodeKey, base_range, fold, frontier_keys
 
@@ -245,6 +246,21 @@ class LogSnapshot:
             )
             for row in cur:
                 yield _head(row)
+
+    def count_spans(self) -> list[Iterator[CountSpan]]:
+        """The stored counts, one stream per level, each span by span in seq order (read
+        along event_counts_spans_idx): the verifier merges them into the log."""
+        return [self._count_spans(level) for level in LEVELS]
+
+    def _count_spans(self, level: int) -> Iterator[CountSpan]:
+        with self._conn.cursor(name=f"auditlog_counts_{level}") as cur:
+            cur.itersize = 2000
+            cur.execute(
+                "SELECT level, seq_lo, seq_hi, hour, service, type, action, outcome,"
+                " publisher, n FROM event_counts WHERE level = %s ORDER BY level, seq_lo",
+                (level,),
+            )
+            yield from group_spans(cur)
 
     def frontier(self, size: int) -> list[bytes]:
         with self._conn.cursor() as cur:

@@ -8,8 +8,33 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from auditlog.errors import InvalidQuery
-from auditlog.services.queries import MAX_BUCKETS, Cursor, bucket_starts, parse_width
+from auditlog.errors import AmbiguousId, InvalidQuery, NotFound
+from auditlog.services.queries import MAX_BUCKETS, Cursor, bucket_starts, parse_width, the_one
+
+ID = "0b7c6f2e-3f5e-4a8e-9f55-2d0c6c2b1a01"
+BILLING = {"id": ID, "seq": 3, "service": "billing"}
+ACCOUNTS = {"id": ID, "seq": 9, "service": "accounts"}
+
+
+class TestTheOne:
+    """An id names one event per service: one answers, several need a service, none is 404."""
+
+    def test_one(self):
+        assert the_one([BILLING], ID, None) is BILLING
+
+    def test_several_name_their_services(self):
+        with pytest.raises(AmbiguousId, match=r"2 services \(billing, accounts\)") as raised:
+            the_one([BILLING, ACCOUNTS], ID, None)
+        assert raised.value.services == ["billing", "accounts"]
+
+    def test_a_service_chooses(self):
+        assert the_one([BILLING, ACCOUNTS], ID, "accounts") is ACCOUNTS
+
+    @pytest.mark.parametrize(("candidates", "service"), [([], None), ([BILLING], "web")])
+    def test_none(self, candidates: list[dict[str, object]], service: str | None):
+        with pytest.raises(NotFound):
+            the_one(candidates, ID, service)
+
 
 KEY = b"server-key"
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from auditlog.errors import InvalidQuery, Overloaded, Unavailable
+from auditlog.errors import AmbiguousId, InvalidQuery, Overloaded, Unavailable
 from auditlog.services.tail import BehindGuard, TailService, TailUpdater, answer_etag
 from auditlog.services.writer import BatchWriter
 from auditlog.storage.events import EventFilter
@@ -55,8 +55,9 @@ class FakeCache:
 
 
 class FakeStore:
-    def __init__(self, seqs: list[int]):
+    def __init__(self, seqs: list[int], found: list[dict[str, Any]] | None = None):
         self.seqs = seqs
+        self.found = found or []  # the events any id names (one per service that used it)
         self.calls: list[str] = []
 
     async def newest(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
@@ -70,8 +71,8 @@ class FakeStore:
     async def next_seq(self) -> int:
         return max(self.seqs) + 1
 
-    async def get(self, event_id: Any) -> dict[str, Any] | None:
-        return None
+    async def find(self, event_id: Any, *, service: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.found if service is None or e["service"] == service]
 
 
 class Clock:
@@ -226,6 +227,23 @@ class TestFollow:
         with pytest.raises(InvalidQuery, match=r"^Last-Event-ID"):
             await follow(tail, "not-an-id")
         assert tail.followers == 0
+
+    async def test_an_id_two_services_used_needs_the_service_filter(self):
+        shared = "0b7c6f2e-3f5e-4a8e-9f55-2d0c6c2b1a01"
+        found = [{"id": shared, "seq": 3, "service": "billing"}]
+        found.append({"id": shared, "seq": 9, "service": "accounts"})
+        tail = service(FakeCache(None), FakeStore([1], found))
+        with pytest.raises(AmbiguousId, match="SSE id") as refused:
+            await follow(tail, shared)
+        assert refused.value.services == ["billing", "accounts"]
+        assert tail.followers == 0
+        chosen = await tail.follow({"service": "accounts"}, shared, key="k", still_allowed=allowed)
+        assert (await anext(aiter(chosen))).endswith(b"id: 9\n\n")
+        await chosen.close()
+        one = service(FakeCache(None), FakeStore([1], found[:1]))
+        other = await one.follow({"service": "web"}, shared, key="k", still_allowed=allowed)
+        assert (await anext(aiter(other))).endswith(b"id: 3\n\n")  # the one event it names
+        await other.close()
 
 
 class TestBehindGuard:
