@@ -166,7 +166,7 @@ class TestReads:
             flt = EventFilter(since=START, until=START + timedelta(days=1), **filters)
             hourly = await reader.hourly_bucket_counts(flt, width, group_by, top=5)
             assert hourly == await reader.bucket_counts(flt, width, group_by, top=5)
-            assert sum(n for _, _, n in hourly) > 0
+            assert sum(n for _, _, _, n in hourly.rows) > 0
         finally:
             await reader.close()
 

@@ -237,11 +237,13 @@ class TestFollow:
             await follow(tail, shared)
         assert refused.value.services == ["billing", "accounts"]
         assert tail.followers == 0
-        chosen = await tail.follow({"service": "accounts"}, shared, key="k", still_allowed=allowed)
+        chosen = await tail.follow(
+            {"service": "accounts"}, shared, viewer=ADMIN, still_allowed=allowed
+        )
         assert (await anext(aiter(chosen))).endswith(b"id: 9\n\n")
         await chosen.close()
         one = service(FakeCache(None), FakeStore([1], found[:1]))
-        other = await one.follow({"service": "web"}, shared, key="k", still_allowed=allowed)
+        other = await one.follow({"service": "web"}, shared, viewer=ADMIN, still_allowed=allowed)
         assert (await anext(aiter(other))).endswith(b"id: 3\n\n")  # the one event it names
         await other.close()
 
