@@ -90,6 +90,13 @@ def frontier_hashes(cur: psycopg.Cursor[Any], size: int) -> list[bytes]:
     return [nodes[key] for key in keys]
 
 
+def _latest_size(cur: psycopg.Cursor[Any]) -> int:
+    """The size of the latest signed tree head (0 for an empty log): what is committed."""
+    cur.execute("SELECT tree_size FROM tree_heads ORDER BY tree_size DESC LIMIT 1")
+    row = cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def _head(row: Any) -> TreeHead:
     return TreeHead(row[0], bytes(row[1]), row[2], bytes(row[3]))
 
@@ -136,6 +143,40 @@ class TreeStore:
     def frontier(self, size: int) -> list[bytes]:
         with self._cursor() as cur:
             return frontier_hashes(cur, size)
+
+    # --- tiles (c2sp.org/tlog-tiles): stored strata read as they are -----------------------
+    def tile_hashes(self, level: int, start: int, end: int) -> tuple[int, list[bytes]]:
+        """The tree's size (its latest signed head) and the stored hashes of nodes
+        [start, end) of tree level `level` (0: leaves; else a stored stratum) that a tree of
+        that size has: fewer than asked when the tree is not that large yet.
+
+        TreeInconsistent if a node the tree has is not stored.
+        """
+        with self._cursor() as cur:
+            size = _latest_size(cur)
+            end = min(end, size >> level)
+            if end <= start:
+                return size, []
+            found = _fetch_base(cur, level, [(start, end)])
+        try:
+            return size, [found[i] for i in range(start, end)]
+        except KeyError as exc:
+            raise TreeInconsistent(f"stored node ({level}, {exc.args[0]}) is missing") from None
+
+    def entries(self, start: int, end: int) -> tuple[int, list[dict[str, Any]]]:
+        """The tree's size and the events with start <= seq < min(end, size), in seq order,
+        as the API returns them (TreeInconsistent if one is missing or repeated)."""
+        with self._cursor() as cur:
+            size = _latest_size(cur)
+            end = min(end, size)
+            if end <= start:
+                return size, []
+            cur.row_factory = namedtuple_row
+            cur.execute(f"{_EVENT_SELECT} WHERE seq >= %s AND seq < %s ORDER BY seq", (start, end))
+            events = [stored_event(row) for row in cur.fetchall()]
+        if [e["seq"] for e in events] != list(range(start, end)):
+            raise TreeInconsistent(f"the events with seq {start}–{end - 1} are not all stored once")
+        return size, events
 
     # --- streams for the verifier and export: one snapshot, constant memory ----------------
     @contextmanager
