@@ -21,9 +21,10 @@ from auditlog.services.ingest import IngestService
 from auditlog.services.integrity import IntegrityService
 from auditlog.services.queries import QueryService
 from auditlog.services.tail import TailService, TailUpdater
+from auditlog.services.tiles import TileService
 from auditlog.services.writer import BatchWriter
 from auditlog.settings import Settings, SettingsError
-from auditlog.storage.checkpoints import Publications
+from auditlog.storage.checkpoints import CheckpointStore, Publications
 from auditlog.storage.engine import create_role_engine
 from auditlog.storage.event_writer import EventWriter
 from auditlog.storage.events import EventReader
@@ -137,6 +138,7 @@ class ApiRuntime:
     stream: EventStream
     tail: TailService
     exports: ExportService
+    tiles: TileService
 
     @classmethod
     def build(cls, settings: Settings) -> ApiRuntime:
@@ -151,9 +153,8 @@ class ApiRuntime:
         store = EventReader(reader)
         ingest = IngestService(stream, limits(settings), max_events=settings.max_events_per_request)
         queries = QueryService(store)
-        integrity = IntegrityService(
-            TreeStore(reader), queries, public_key(settings), settings.log_origin
-        )
+        tree = TreeStore(reader)
+        integrity = IntegrityService(tree, queries, public_key(settings), settings.log_origin)
         keys = KeyStore(reader)
         authenticator = Authenticator(
             keys,
@@ -185,6 +186,7 @@ class ApiRuntime:
             stream=stream,
             tail=tail,
             exports=exports,
+            tiles=TileService(tree, CheckpointStore(reader)),
         )
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ from auditlog.canonical import stored_event
 from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import TreeHead
 from auditlog.integrity.leaf import leaf_hash
-from auditlog.runtime import ApiRuntime
+from auditlog.runtime import ApiRuntime, checkpoint_publisher
 from auditlog.settings import Settings
 from tests import factories
 from tests.helpers import WorkerProcess, clear_redis, settings_env
@@ -248,8 +248,14 @@ class TestTampering:
     def test_end_removed_with_its_heads_needs_a_trusted_head(
         self, log: Settings, superuser: Engine, tmp_path: Path
     ):
-        """Cut the newest batches and the heads that cover them: the log left is consistent
-        with itself; a head the auditor kept from before shows the cut."""
+        """Cut the newest batches and the heads that cover them: the latest checkpoint still
+        shows the cut; cut the checkpoints above it too, and the log left is consistent with
+        itself: a head the auditor kept from before (or a witness's checkpoint) shows it."""
+        publisher = checkpoint_publisher(log)
+        try:
+            publisher.run_once(resume=True)  # a checkpoint at the log's end, now
+        finally:
+            publisher.close()
         with superuser.connect() as conn:
             latest = conn.execute(
                 text(
@@ -262,11 +268,13 @@ class TestTampering:
                 {"n": EVENTS - 500},
             )
             events = [row(conn, seq) for seq in range(cut, EVENTS)]
-            heads = (
-                conn.execute(text("SELECT * FROM tree_heads WHERE tree_size > :c"), {"c": cut})
+            saved_rows = {
+                table: conn.execute(text(f"SELECT * FROM {table} WHERE tree_size > :c"), {"c": cut})
                 .mappings()
                 .all()
-            )
+                for table in ("tree_heads", "checkpoints")
+            }
+        assert [c["tree_size"] for c in saved_rows["checkpoints"]][-1] == EVENTS
         trusted = tmp_path / "head.json"
         trusted.write_bytes(orjson.dumps(TreeHead(*latest).as_dict()))
         tamper(
@@ -276,6 +284,10 @@ class TestTampering:
             params={"c": cut},
         )
         try:
+            result = verify(log)
+            assert result.returncode == 1, result.stdout
+            assert "the latest checkpoint covers seq up to" in result.stdout
+            tamper(superuser, "DELETE FROM checkpoints WHERE tree_size > :c", params={"c": cut})
             assert verify(log).returncode == 0  # what a cut at a head boundary looks like
             result = verify(log, "--trusted-head", str(trusted))
             assert result.returncode == 1, result.stdout
@@ -284,14 +296,15 @@ class TestTampering:
         finally:
             for saved in events:
                 self._restore(superuser, saved)
-            for head in heads:
-                columns = ", ".join(head)
-                values = ", ".join(f":{c}" for c in head)
-                tamper(
-                    superuser,
-                    f"INSERT INTO tree_heads ({columns}) VALUES ({values})",
-                    params=dict(head),
-                )
+            for table, rows in saved_rows.items():
+                for saved_row in rows:
+                    columns = ", ".join(saved_row)
+                    values = ", ".join(f":{c}" for c in saved_row)
+                    tamper(
+                        superuser,
+                        f"INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING",
+                        params=dict(saved_row),
+                    )
         assert verify(log, "--trusted-head", str(trusted)).returncode == 0
 
     def test_proofs_are_refused_from_a_damaged_tree(self, log: Settings, superuser: Engine):

@@ -101,6 +101,9 @@ class CheckpointPublisher:
     def origin(self) -> str:
         return self._signer.name
 
+    def close(self) -> None:
+        self._publications.close()
+
     def run_once(self, *, resume: bool = False) -> RoundReport:
         report = RoundReport()
         with self._publications.round() as pub:

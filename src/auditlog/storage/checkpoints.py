@@ -29,7 +29,7 @@ _LATEST = (
     "SELECT c.tree_size, c.note, c.published_at,"
     " coalesce(array_agg(s.signature ORDER BY s.received_at, s.witness)"
     " FILTER (WHERE s.signature IS NOT NULL), '{}')"
-    " FROM (SELECT * FROM checkpoints {where} ORDER BY tree_size DESC LIMIT 1) AS c"
+    " FROM (SELECT * FROM checkpoints ORDER BY tree_size DESC LIMIT 1) AS c"
     " LEFT JOIN checkpoint_cosignatures AS s ON s.tree_size = c.tree_size"
     " GROUP BY c.tree_size, c.note, c.published_at"
 )
@@ -75,7 +75,7 @@ class CheckpointStore:
 
     def latest(self) -> StoredCheckpoint | None:
         with self._cursor() as cur:
-            cur.execute(_LATEST.format(where=""))
+            cur.execute(_LATEST)
             row = cur.fetchone()
         return None if row is None else _stored(row)
 
@@ -93,7 +93,7 @@ class PublicationLog:
     def latest_checkpoint(self) -> tuple[StoredCheckpoint, float] | None:
         """The latest checkpoint and its age in seconds by the database's clock."""
         with self._conn.cursor() as cur:
-            cur.execute(_LATEST.format(where=""))
+            cur.execute(_LATEST)
             row = cur.fetchone()
             if row is None:
                 return None
