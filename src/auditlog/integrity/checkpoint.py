@@ -172,6 +172,8 @@ def describe(verdict: CheckpointVerdict, policy: Policy | None, size: int) -> st
     """One line saying why a checkpoint is or is not trusted."""
     if verdict.problems:
         return f"the checkpoint at size {size} is not trusted: " + "; ".join(verdict.problems)
+    if policy is None or not policy.witnesses:
+        return f"the checkpoint at size {size} is signed by the log"
     cosigned = ", ".join(verdict.cosigners) or "no witness"
     if not verdict.quorum_met:
         assert policy is not None
