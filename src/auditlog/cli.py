@@ -276,6 +276,11 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             kept = saved.checkpoint
             anchors.append(Anchor(kept.tree_size, kept.root_hash, "the saved checkpoint"))
         if args.file:
+            if policy is not None:
+                raise ValueError(
+                    "an export holds no checkpoints: --witness and --policy need "
+                    "the database or --url"
+                )
             return _verify_file(args.file, key, trusted, anchors)
         return _verify_database(settings, key, policy, trusted, anchors)
     except ExportFormatError as exc:
