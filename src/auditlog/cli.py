@@ -285,7 +285,7 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         return _verify_database(settings, key, policy, trusted, anchors)
     except ExportFormatError as exc:
         print(f"auditlog: {args.file}: {exc}", file=sys.stderr)
-    except (Unreachable, OSError, ValueError) as exc:  # PolicyError is a ValueError
+    except (Unreachable, OSError, ValueError, SettingsError) as exc:  # PolicyError: ValueError
         print(f"auditlog: {exc}", file=sys.stderr)
     except sa_exc.OperationalError as exc:
         print(f"auditlog: the database does not answer: {exc.orig}", file=sys.stderr)
