@@ -429,9 +429,9 @@ class TestGoReadsTheLog:
             assert hash_leaf(entry) == recorded == base64.b64decode(proved["leaf_hash"])
 
     def test_a_changed_tile_is_caught_by_go(self, world: World, tlogcheck: Path):
-        """A proxy that flips a bit of one tile: tlog's TileHashReader refuses it."""
-        # The proxy is the Go program pointed at a server that is not the log: any tile
-        # that does not add up to the checkpoint's root is refused.
+        """Served through a proxy that flips a bit of every level-0 tile, the tiles no longer
+        add up to the signed root: Go's tlog refuses them (the test can fail: it would pass
+        a program that believed the tiles)."""
         server = TamperingProxy(f"http://{world.api.address}")
         try:
             run = subprocess.run(
