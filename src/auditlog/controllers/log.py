@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import falcon
+import falcon.asgi
 
 from auditlog.controllers.middleware import is_public
 from auditlog.services.auth import Scope
@@ -26,13 +26,13 @@ CHECKPOINT_TYPE = "text/plain; charset=utf-8"
 TILE_TYPE = "application/octet-stream"
 
 
-def _cache(resp: falcon.Response, *, public: bool, max_age_s: int, immutable: bool) -> None:
+def _cache(resp: falcon.asgi.Response, *, public: bool, max_age_s: int, immutable: bool) -> None:
     # Answers read with a key stay out of shared caches.
     directives = ["public" if public else "private", f"max-age={max_age_s}"]
     resp.cache_control = [*directives, "immutable"] if immutable else directives
 
 
-def _tile(resp: falcon.Response, answer: TileAnswer, *, public: bool) -> None:
+def _tile(resp: falcon.asgi.Response, answer: TileAnswer, *, public: bool) -> None:
     resp.content_type = TILE_TYPE
     resp.data = answer.body
     max_age = FULL_MAX_AGE_S if answer.full else PARTIAL_MAX_AGE_S
@@ -47,10 +47,10 @@ class CheckpointResource:
     def __init__(self, tiles: TileService):
         self._tiles = tiles
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         no_parameters(req.params)
         resp.content_type = CHECKPOINT_TYPE
-        resp.text = self._tiles.checkpoint()
+        resp.text = await self._tiles.checkpoint()
         _cache(resp, public=is_public(self), max_age_s=CHECKPOINT_MAX_AGE_S, immutable=False)
 
 
@@ -66,9 +66,11 @@ class HashTileResource:
     def __init__(self, tiles: TileService):
         self._tiles = tiles
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, level: str, index: str) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, level: str, index: str
+    ) -> None:
         no_parameters(req.params)
-        _tile(resp, self._tiles.hash_tile(level, index), public=is_public(self))
+        _tile(resp, await self._tiles.hash_tile(level, index), public=is_public(self))
 
 
 class PublicHashTileResource(HashTileResource):
@@ -83,6 +85,8 @@ class EntryBundleResource:
     def __init__(self, tiles: TileService):
         self._tiles = tiles
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, index: str) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, index: str
+    ) -> None:
         no_parameters(req.params)
-        _tile(resp, self._tiles.entry_bundle(index), public=False)
+        _tile(resp, await self._tiles.entry_bundle(index), public=False)

@@ -1,8 +1,9 @@
-"""The published checkpoints, their cosignatures and the witnesses' refusals (migration 0006).
+"""The published checkpoints, their cosignatures and the witnesses' refusals (migration 0007).
 
-Reads (the API, `auditlog verify`) go through the reader role; publication goes through the
-writer role, one publisher at a time across every worker: a round holds a session-level
-advisory lock on its own connection, released when the round ends or the connection dies.
+Reads go through the reader role (CheckpointReader for the API, asyncio; CheckpointStore
+for `auditlog verify`); publication goes through the writer role, one publisher at a time
+across every worker: a round holds a session-level advisory lock on its own connection,
+released when the round ends or the connection dies.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Engine
-from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from auditlog.errors import Unavailable
 from auditlog.integrity.heads import TreeHead
 from auditlog.integrity.merkle import NodeKey
-from auditlog.storage.tree import fetch_nodes
+from auditlog.storage.tree import async_reader_cursor, fetch_nodes, reader_cursor
 
 PUBLISH_LOCK_KEY = 0x61756469746C6370  # "auditlcp"
 
@@ -54,29 +54,28 @@ def _stored(row: Any) -> StoredCheckpoint:
 
 
 class CheckpointStore:
-    """Checkpoints as the API and auditors read them (reader role)."""
+    """Checkpoints as `auditlog verify` reads them (reader role)."""
 
     def __init__(self, reader: Engine):
         self._reader = reader
 
-    @contextmanager
-    def _cursor(self) -> Iterator[psycopg.Cursor[Any]]:
-        try:
-            with self._reader.connect() as conn:
-                raw = conn.connection.driver_connection
-                assert raw is not None
-                with raw.cursor() as cur:
-                    yield cur
-                conn.rollback()
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
-            raise Unavailable("the database does not answer; try again shortly") from exc
-        except psycopg.OperationalError as exc:
-            raise Unavailable("the database does not answer; try again shortly") from exc
-
     def latest(self) -> StoredCheckpoint | None:
-        with self._cursor() as cur:
+        with reader_cursor(self._reader) as cur:
             cur.execute(_LATEST)
             row = cur.fetchone()
+        return None if row is None else _stored(row)
+
+
+class CheckpointReader:
+    """Checkpoints as the API reads them (reader role, asyncio)."""
+
+    def __init__(self, reader: AsyncEngine):
+        self._reader = reader
+
+    async def latest(self) -> StoredCheckpoint | None:
+        async with async_reader_cursor(self._reader) as cur:
+            await cur.execute(_LATEST)
+            row = await cur.fetchone()
         return None if row is None else _stored(row)
 
 

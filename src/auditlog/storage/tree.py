@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auditlog.canonical import stored_event
 from auditlog.errors import Unavailable
@@ -17,10 +23,20 @@ from auditlog.integrity.heads import TreeHead
 from auditlog.integrity.merkle import NodeKey, base_range, fold, frontier_keys
 
 _HEAD_COLUMNS = "tree_size, root_hash, timestamp, signature"
+_LATEST_HEAD_SQL = f"SELECT {_HEAD_COLUMNS} FROM tree_heads ORDER BY tree_size DESC LIMIT 1"  # noqa: S608
+_HEAD_SQL = f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tree_size = %s"  # noqa: S608
+_LATEST_SIZE_SQL = "SELECT tree_size FROM tree_heads ORDER BY tree_size DESC LIMIT 1"
+_DOWN = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    psycopg.OperationalError,
+)
 _EVENT_SELECT = (
     "SELECT occurred_at, id, seq, received_at, type, service, publisher, action, outcome,"
     " actor, subject, context, data, leaf_hash FROM events"
 )
+_ENTRIES_SQL = f"{_EVENT_SELECT} WHERE seq >= %s AND seq < %s ORDER BY seq"
 
 
 class TreeInconsistent(Exception):
@@ -37,41 +53,40 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _fetch_base(
-    cur: psycopg.Cursor[Any], level: int, ranges: list[tuple[int, int]]
-) -> dict[int, bytes]:
-    """Stored hashes of one stored level over index ranges: leaves (level 0) or strata."""
+_LEAVES_SQL = (
+    # Range conditions, so each chunk's seq index is scanned once per range.
+    # TODO(scale): events is chunked by occurred_at, so every chunk's seq index is probed
+    # (a few dozen a month); keep leaf hashes in a table keyed by seq when that shows.
+    "SELECT seq, leaf_hash FROM events, unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
+    " WHERE seq >= r.lo AND seq < r.hi"
+)
+_STRATUM_SQL = (
+    "SELECT node_index, hash FROM merkle_nodes, unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
+    " WHERE level = %s AND node_index >= r.lo AND node_index < r.hi"
+)
+Plan = dict[NodeKey, tuple[int, int, int]]
+
+
+def _base_query(level: int, ranges: list[tuple[int, int]]) -> tuple[str, tuple[Any, ...]]:
+    """The query for stored hashes of one stored level over index ranges: leaves (level 0)
+    or strata."""
     los, his = [r[0] for r in ranges], [r[1] for r in ranges]
     if level == 0:
-        # Range conditions, so each chunk's seq index is scanned once per range.
-        # TODO(scale): events is chunked by occurred_at, so every chunk's seq index is probed
-        # (a few dozen a month); keep leaf hashes in a table keyed by seq when that shows.
-        cur.execute(
-            "SELECT seq, leaf_hash FROM events, unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
-            " WHERE seq >= r.lo AND seq < r.hi",
-            (los, his),
-        )
-    else:
-        cur.execute(
-            "SELECT node_index, hash FROM merkle_nodes,"
-            " unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
-            " WHERE level = %s AND node_index >= r.lo AND node_index < r.hi",
-            (los, his, level),
-        )
-    return {index: bytes(h) for index, h in cur.fetchall()}
+        return _LEAVES_SQL, (los, his)
+    return _STRATUM_SQL, (los, his, level)
 
 
-def fetch_nodes(cur: psycopg.Cursor[Any], keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
-    """Hashes of the given (level, index) nodes, each folded from the stored nodes below it.
-
-    Every node costs one bounded range of at most 2^(STRATUM-1) stored rows, fetched with
-    the others of its level in one query.
-    """
+def plan_nodes(keys: Collection[NodeKey]) -> tuple[Plan, dict[int, list[tuple[int, int]]]]:
+    """For each wanted node, the stored range it folds from; and per stored level, the merged
+    ranges to fetch (one query per level)."""
     plan = {key: base_range(*key) for key in keys}
     wanted: dict[int, list[tuple[int, int]]] = {}
     for base, lo, hi in plan.values():
         wanted.setdefault(base, []).append((lo, hi))
-    stored = {level: _fetch_base(cur, level, _merge(ranges)) for level, ranges in wanted.items()}
+    return plan, {level: _merge(ranges) for level, ranges in wanted.items()}
+
+
+def fold_nodes(plan: Plan, stored: dict[int, dict[int, bytes]]) -> dict[NodeKey, bytes]:
     found: dict[NodeKey, bytes] = {}
     for key, (base, lo, hi) in plan.items():
         try:
@@ -83,6 +98,32 @@ def fetch_nodes(cur: psycopg.Cursor[Any], keys: Collection[NodeKey]) -> dict[Nod
     return found
 
 
+def fetch_nodes(cur: psycopg.Cursor[Any], keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
+    """Hashes of the given (level, index) nodes, each folded from the stored nodes below it.
+
+    Every node costs one bounded range of at most 2^(STRATUM-1) stored rows, fetched with
+    the others of its level in one query.
+    """
+    plan, wanted = plan_nodes(keys)
+    stored: dict[int, dict[int, bytes]] = {}
+    for level, ranges in wanted.items():
+        cur.execute(*_base_query(level, ranges))
+        stored[level] = {index: bytes(h) for index, h in cur.fetchall()}
+    return fold_nodes(plan, stored)
+
+
+async def fetch_nodes_async(
+    cur: psycopg.AsyncCursor[Any], keys: Collection[NodeKey]
+) -> dict[NodeKey, bytes]:
+    """fetch_nodes on an asyncio cursor (the API's proofs)."""
+    plan, wanted = plan_nodes(keys)
+    stored: dict[int, dict[int, bytes]] = {}
+    for level, ranges in wanted.items():
+        await cur.execute(*_base_query(level, ranges))
+        stored[level] = {index: bytes(h) for index, h in await cur.fetchall()}
+    return fold_nodes(plan, stored)
+
+
 def frontier_hashes(cur: psycopg.Cursor[Any], size: int) -> list[bytes]:
     """The hashes of the complete subtrees a tree of `size` leaves decomposes into."""
     keys = frontier_keys(size)
@@ -90,11 +131,55 @@ def frontier_hashes(cur: psycopg.Cursor[Any], size: int) -> list[bytes]:
     return [nodes[key] for key in keys]
 
 
-def _latest_size(cur: psycopg.Cursor[Any]) -> int:
-    """The size of the latest signed tree head (0 for an empty log): what is committed."""
-    cur.execute("SELECT tree_size FROM tree_heads ORDER BY tree_size DESC LIMIT 1")
-    row = cur.fetchone()
+def _size_of(row: Any) -> int:
+    """The latest signed head's size from _LATEST_SIZE_SQL's row (0: an empty log)."""
     return 0 if row is None else int(row[0])
+
+
+def _tile_row(level: int, start: int, end: int, rows: list[Any]) -> list[bytes]:
+    """The hashes of nodes [start, end) of a stored level, in order, from their rows."""
+    found = {index: bytes(h) for index, h in rows}
+    try:
+        return [found[i] for i in range(start, end)]
+    except KeyError as exc:
+        raise TreeInconsistent(f"stored node ({level}, {exc.args[0]}) is missing") from None
+
+
+def _entries(start: int, end: int, rows: list[Any]) -> list[dict[str, Any]]:
+    """The events of seq [start, end) from their rows, each there exactly once."""
+    events = [stored_event(row) for row in rows]
+    if [e["seq"] for e in events] != list(range(start, end)):
+        raise TreeInconsistent(f"the events with seq {start}–{end - 1} are not all stored once")
+    return events
+
+
+@contextmanager
+def reader_cursor(engine: Engine) -> Iterator[psycopg.Cursor[Any]]:
+    """A psycopg cursor on one of the engine's connections; the database away is
+    Unavailable."""
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with raw.cursor() as cur:
+                yield cur
+            conn.rollback()
+    except _DOWN as exc:
+        raise Unavailable("the database does not answer; try again shortly") from exc
+
+
+@asynccontextmanager
+async def async_reader_cursor(engine: AsyncEngine) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+    """reader_cursor for asyncio (the API's reads)."""
+    try:
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            async with driver.cursor() as cur:
+                yield cur
+    except _DOWN as exc:
+        raise Unavailable("the database does not answer; try again shortly") from exc
 
 
 def _head(row: Any) -> TreeHead:
@@ -107,32 +192,18 @@ class TreeStore:
     def __init__(self, reader: Engine):
         self._reader = reader
 
-    @contextmanager
-    def _cursor(self) -> Iterator[psycopg.Cursor[Any]]:
-        try:
-            with self._reader.connect() as conn:
-                raw = conn.connection.driver_connection
-                assert raw is not None
-                with raw.cursor() as cur:
-                    yield cur
-                conn.rollback()
-        except (
-            sa_exc.OperationalError,
-            sa_exc.InterfaceError,
-            sa_exc.TimeoutError,
-            psycopg.OperationalError,
-        ) as exc:
-            raise Unavailable("the database does not answer; try again shortly") from exc
+    def _cursor(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        return reader_cursor(self._reader)
 
     def latest_head(self) -> TreeHead | None:
         with self._cursor() as cur:
-            cur.execute(f"SELECT {_HEAD_COLUMNS} FROM tree_heads ORDER BY tree_size DESC LIMIT 1")  # noqa: S608
+            cur.execute(_LATEST_HEAD_SQL)
             row = cur.fetchone()
         return None if row is None else _head(row)
 
     def head(self, size: int) -> TreeHead | None:
         with self._cursor() as cur:
-            cur.execute(f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tree_size = %s", (size,))  # noqa: S608
+            cur.execute(_HEAD_SQL, (size,))
             row = cur.fetchone()
         return None if row is None else _head(row)
 
@@ -143,40 +214,6 @@ class TreeStore:
     def frontier(self, size: int) -> list[bytes]:
         with self._cursor() as cur:
             return frontier_hashes(cur, size)
-
-    # --- tiles (c2sp.org/tlog-tiles): stored strata read as they are -----------------------
-    def tile_hashes(self, level: int, start: int, end: int) -> tuple[int, list[bytes]]:
-        """The tree's size (its latest signed head) and the stored hashes of nodes
-        [start, end) of tree level `level` (0: leaves; else a stored stratum) that a tree of
-        that size has: fewer than asked when the tree is not that large yet.
-
-        TreeInconsistent if a node the tree has is not stored.
-        """
-        with self._cursor() as cur:
-            size = _latest_size(cur)
-            end = min(end, size >> level)
-            if end <= start:
-                return size, []
-            found = _fetch_base(cur, level, [(start, end)])
-        try:
-            return size, [found[i] for i in range(start, end)]
-        except KeyError as exc:
-            raise TreeInconsistent(f"stored node ({level}, {exc.args[0]}) is missing") from None
-
-    def entries(self, start: int, end: int) -> tuple[int, list[dict[str, Any]]]:
-        """The tree's size and the events with start <= seq < min(end, size), in seq order,
-        as the API returns them (TreeInconsistent if one is missing or repeated)."""
-        with self._cursor() as cur:
-            size = _latest_size(cur)
-            end = min(end, size)
-            if end <= start:
-                return size, []
-            cur.row_factory = namedtuple_row
-            cur.execute(f"{_EVENT_SELECT} WHERE seq >= %s AND seq < %s ORDER BY seq", (start, end))
-            events = [stored_event(row) for row in cur.fetchall()]
-        if [e["seq"] for e in events] != list(range(start, end)):
-            raise TreeInconsistent(f"the events with seq {start}–{end - 1} are not all stored once")
-        return size, events
 
     # --- streams for the verifier and export: one snapshot, constant memory ----------------
     @contextmanager
@@ -192,6 +229,64 @@ class TreeStore:
             assert raw is not None
             yield LogSnapshot(raw)
             conn.rollback()
+
+
+class TreeReader:
+    """The tree as the API reads it (asyncio): signed heads and the nodes of proofs."""
+
+    def __init__(self, reader: AsyncEngine):
+        self._reader = reader
+
+    def _cursor(self) -> AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
+        return async_reader_cursor(self._reader)
+
+    async def latest_head(self) -> TreeHead | None:
+        async with self._cursor() as cur:
+            await cur.execute(_LATEST_HEAD_SQL)
+            row = await cur.fetchone()
+        return None if row is None else _head(row)
+
+    async def head(self, size: int) -> TreeHead | None:
+        async with self._cursor() as cur:
+            await cur.execute(_HEAD_SQL, (size,))
+            row = await cur.fetchone()
+        return None if row is None else _head(row)
+
+    async def nodes(self, keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
+        async with self._cursor() as cur:
+            return await fetch_nodes_async(cur, keys)
+
+    # --- tiles (c2sp.org/tlog-tiles): stored strata read as they are -----------------------
+    async def tile_hashes(self, level: int, start: int, end: int) -> tuple[int, list[bytes]]:
+        """The tree's size (its latest signed head) and the stored hashes of nodes
+        [start, end) of tree level `level` (0: leaves; else a stored stratum) that a tree of
+        that size has: fewer than asked when the tree is not that large yet.
+
+        TreeInconsistent if a node the tree has is not stored.
+        """
+        async with self._cursor() as cur:
+            await cur.execute(_LATEST_SIZE_SQL)
+            size = _size_of(await cur.fetchone())
+            end = min(end, size >> level)
+            if end <= start:
+                return size, []
+            await cur.execute(*_base_query(level, [(start, end)]))
+            rows = await cur.fetchall()
+        return size, _tile_row(level, start, end, rows)
+
+    async def entries(self, start: int, end: int) -> tuple[int, list[dict[str, Any]]]:
+        """The tree's size and the events with start <= seq < min(end, size), in seq order,
+        as the API returns them (TreeInconsistent if one is missing or repeated)."""
+        async with self._cursor() as cur:
+            await cur.execute(_LATEST_SIZE_SQL)
+            size = _size_of(await cur.fetchone())
+            end = min(end, size)
+            if end <= start:
+                return size, []
+            cur.row_factory = namedtuple_row
+            await cur.execute(_ENTRIES_SQL, (start, end))
+            rows = await cur.fetchall()
+        return size, _entries(start, end, rows)
 
 
 class LogSnapshot:
