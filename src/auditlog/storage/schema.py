@@ -115,7 +115,7 @@ tree_heads = Table(
     CheckConstraint("tree_size > 0", name="tree_heads_size_check"),
 )
 
-# Checkpoints (migration 0006, docs/INTEGRITY.md): the C2SP signed notes the log published
+# Checkpoints (migration 0007, docs/INTEGRITY.md): the C2SP signed notes the log published
 # (one per interval, each at a signed tree head's size), the witnesses' cosignature lines,
 # and the answers of witnesses that refused a checkpoint as inconsistent.
 checkpoints = Table(

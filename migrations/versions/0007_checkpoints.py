@@ -1,7 +1,7 @@
 """C2SP checkpoints, the witnesses' cosignatures on them, and the witnesses' refusals.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-07
 
 `checkpoints` keeps every checkpoint the log signed (c2sp.org/tlog-checkpoint: origin, size,
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
