@@ -49,8 +49,10 @@ class CheckpointResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         no_parameters(req.params)
+        text = await self._tiles.checkpoint()
+        # Set only once there is a checkpoint: a refusal is JSON (app.py's handler).
         resp.content_type = CHECKPOINT_TYPE
-        resp.text = await self._tiles.checkpoint()
+        resp.text = text
         _cache(resp, public=is_public(self), max_age_s=CHECKPOINT_MAX_AGE_S, immutable=False)
 
 
