@@ -136,7 +136,7 @@ def _size_of(row: Any) -> int:
     return 0 if row is None else int(row[0])
 
 
-def _tile_row(level: int, start: int, end: int, rows: list[Any]) -> list[bytes]:
+def _ordered_hashes(level: int, start: int, end: int, rows: list[Any]) -> list[bytes]:
     """The hashes of nodes [start, end) of a stored level, in order, from their rows."""
     found = {index: bytes(h) for index, h in rows}
     try:
@@ -272,7 +272,7 @@ class TreeReader:
                 return size, []
             await cur.execute(*_base_query(level, [(start, end)]))
             rows = await cur.fetchall()
-        return size, _tile_row(level, start, end, rows)
+        return size, _ordered_hashes(level, start, end, rows)
 
     async def entries(self, start: int, end: int) -> tuple[int, list[dict[str, Any]]]:
         """The tree's size and the events with start <= seq < min(end, size), in seq order,
