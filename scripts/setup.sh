@@ -26,6 +26,17 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
 fi
 
+# Go and golang.org/x/mod (Debian's packages): tests/interop/tlogcheck checks the log's
+# checkpoints and tiles with the Go project's sumdb/note and sumdb/tlog, built by the tests.
+GO_PACKAGES="golang-go golang-golang-x-mod-dev"
+# shellcheck disable=SC2086 # two package names
+if [ "$(dpkg-query -W -f='${Status}\n' $GO_PACKAGES 2>/dev/null | grep -c '^install ok installed$')" != 2 ]; then
+  log "installing Go and golang.org/x/mod"
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $GO_PACKAGES >/dev/null
+fi
+
 PYTHON="${PYTHON:-python3}"
 stamp=.venv/.installed
 want=$(cat pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)

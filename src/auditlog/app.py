@@ -21,6 +21,13 @@ from auditlog.controllers.integrity import (
     TreeHeadResource,
 )
 from auditlog.controllers.keys import KeysResource
+from auditlog.controllers.log import (
+    CheckpointResource,
+    EntryBundleResource,
+    HashTileResource,
+    PublicCheckpointResource,
+    PublicHashTileResource,
+)
 from auditlog.controllers.metrics import MetricsResource, RequestMetrics
 from auditlog.controllers.middleware import Authentication, RequestContext, Utf8Only
 from auditlog.controllers.stats import BucketsResource
@@ -178,6 +185,13 @@ def create_app(settings: Settings, *, runtime: ApiRuntime | None = None) -> App:
     app.add_route("/v1/integrity/tree-head", TreeHeadResource(runtime.integrity))
     app.add_route("/v1/integrity/consistency", ConsistencyProofResource(runtime.integrity))
     app.add_route("/v1/integrity/public-key", PublicKeyResource(runtime.integrity))
+    public = settings.public_tiles  # the checkpoint and hash tiles carry no event content
+    checkpoint = PublicCheckpointResource if public else CheckpointResource
+    app.add_route("/v1/log/checkpoint", checkpoint(runtime.tiles))
+    # The literal `entries` wins over {level}.
+    app.add_route("/v1/log/tile/entries/{index:path}", EntryBundleResource(runtime.tiles))
+    tile = PublicHashTileResource if public else HashTileResource
+    app.add_route("/v1/log/tile/{level}/{index:path}", tile(runtime.tiles))
     app.add_route("/v1/keys", KeysResource(runtime.keys))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(readiness))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -17,15 +18,21 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
 
+from auditlog.auditor import LogClient, Outcome, Unreachable, check_extends, check_published
 from auditlog.canonical import parse_timestamp
+from auditlog.integrity.checkpoint import SignedCheckpoint, log_verifier
 from auditlog.integrity.export import ExportFormatError, read_export, write_export
-from auditlog.integrity.heads import TreeHead, b64, generate_key, load_public_key
-from auditlog.integrity.verify import LogVerifier, VerifyReport, interleave
+from auditlog.integrity.heads import TreeHead, b64, generate_key, load_private_key
+from auditlog.integrity.keys import PublicKey, read_key, read_key_file
+from auditlog.integrity.note import COSIGNATURE_V1, NoteSigner, VerifierKey
+from auditlog.integrity.policy import NONE, Policy
+from auditlog.integrity.verify import Anchor, LogVerifier, VerifyReport, interleave
 from auditlog.nginx import KNOBS, Topology, write_config
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import KeyAdmin
 from auditlog.services.ingest import IngestService
 from auditlog.settings import ROLE_NAMES, Role, Settings, SettingsError
+from auditlog.storage.checkpoints import CheckpointStore
 from auditlog.storage.keys import ApiKey, KeyExists, KeyStore
 from auditlog.storage.tree import TreeStore
 
@@ -127,25 +134,51 @@ def _cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
     path = Path(args.out) if args.out else settings.signing_key_path
     if path.exists():
         if args.if_missing:
-            print(b64(load_public_key(path)))
+            print(b64(read_key_file(path).raw))
             return 0
         print(f"auditlog: {path} exists; refusing to replace a signing key", file=sys.stderr)
         return 2
     public = generate_key(path)
     print(f"wrote the private key to {path} and the public key to {path}.pub")
+    vkey = log_verifier(public, settings.log_origin).text()
+    print(f"verifier key (origin {settings.log_origin}): {vkey}")
     print(b64(public))
     return 0
 
 
-def _public_key_for(settings: Settings, args: argparse.Namespace) -> bytes:
-    if args.public_key:
-        return load_public_key(Path(args.public_key))
+def _cmd_public_key(settings: Settings, args: argparse.Namespace) -> int:
+    """The log's public key in every form auditors use (or a witness's cosigning key)."""
+    try:
+        if args.witness:
+            if not args.key:
+                raise ValueError("--witness NAME needs --key (the witness's private key file)")
+            raw = read_key_file(Path(args.key)).raw
+            print(VerifierKey(args.witness, COSIGNATURE_V1, raw).text())
+            return 0
+        raw = read_key_file(Path(args.key)).raw if args.key else _settings_key(settings)
+    except (SettingsError, ValueError) as exc:
+        print(f"auditlog: {exc}", file=sys.stderr)
+        return 2
+    print(f"base64:       {b64(raw)}")
+    print(f"verifier key: {log_verifier(raw, settings.log_origin).text()}")
+    print(f"origin:       {settings.log_origin}")
+    return 0
+
+
+def _settings_key(settings: Settings) -> bytes:
     from auditlog.runtime import public_key  # noqa: PLC0415 - the CLI builds only what it uses
 
     return public_key(settings)
 
 
-def _print_report(report: VerifyReport, *, trusted: TreeHead | None) -> int:
+def _public_key_for(settings: Settings, args: argparse.Namespace) -> PublicKey:
+    """--public-key in any form (base64, PEM, verifier key, a file), else the settings'."""
+    if args.public_key:
+        return read_key(args.public_key)
+    return PublicKey(_settings_key(settings))
+
+
+def _print_report(report: VerifyReport, *, anchors: list[Anchor]) -> int:
     if report.intact:
         read = f"{report.events} events and {report.heads} signed tree heads"
         if report.count_spans:
@@ -154,12 +187,13 @@ def _print_report(report: VerifyReport, *, trusted: TreeHead | None) -> int:
                 f"{report.count_spans} spans of stored counts"
             )
         print(f"intact: {read} verified; tree size {report.tree_size}")
-        if trusted is not None:
-            print(f"the log has grown from the trusted tree head at size {trusted.tree_size}")
-        else:
+        for anchor in anchors:
+            print(f"the log has grown from {anchor.what} at size {anchor.tree_size}")
+        if not anchors:
             print(
                 "(events removed from the end together with the heads covering them show "
-                "only against a tree head kept from earlier: --trusted-head)"
+                "only against a tree head or checkpoint kept from earlier: --trusted-head, "
+                "--checkpoint)"
             )
         return 0
     first = report.first()
@@ -186,38 +220,158 @@ def _trusted_head(path: str | None) -> TreeHead | None:
     return TreeHead.from_dict(value)
 
 
-def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 0: intact; 1: tampered; 2: could not be checked (no input, bad key or file)."""
+def _saved_checkpoint(path: str | None) -> SignedCheckpoint | None:
+    """A checkpoint saved from `GET /v1/log/checkpoint` (ValueError if it is not one)."""
+    if path is None:
+        return None
     try:
-        key = _public_key_for(settings, args)
+        return SignedCheckpoint.parse(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a checkpoint: {exc}") from None
+
+
+def _policy(args: argparse.Namespace) -> Policy | None:
+    """--policy FILE, or --witness KEY… [--quorum N]; None: no witness asked for."""
+    if args.policy and (args.witness or args.quorum is not None):
+        raise ValueError("give a policy file or --witness/--quorum, not both")
+    if args.policy:
+        return Policy.read(Path(args.policy))
+    if not args.witness and args.quorum is None:
+        return None
+    keys = []
+    for spec in args.witness or []:
+        key = read_key(spec).vkey
+        if key is None:
+            raise ValueError(f"--witness {spec[:60]}: a witness is given by its verifier key")
+        keys.append(key)
+    return Policy.from_witnesses(keys, args.quorum)
+
+
+def _log_key(settings: Settings, args: argparse.Namespace, policy: Policy | None) -> PublicKey:
+    """--public-key, else the first log of a policy file, else the settings' key."""
+    if args.public_key is None and policy is not None and policy.logs:
+        first = policy.logs[0].key
+        return PublicKey(first.public_key, first)
+    return _public_key_for(settings, args)
+
+
+def _print_outcome(outcome: Outcome) -> None:
+    for line in outcome.lines:
+        print(line)
+
+
+def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0: intact; 1: tampered or untrusted; 2: could not be checked."""
+    try:
+        policy = _policy(args)
+        key = _log_key(settings, args, policy)
         trusted = _trusted_head(args.trusted_head)
+        saved = _saved_checkpoint(args.checkpoint)
+        if args.url:
+            if args.file or trusted is not None:
+                raise ValueError("--url reads checkpoints and tiles: not --file, --trusted-head")
+            return _verify_tiles(args, key, policy, saved)
+        anchors = []
+        if saved is not None:
+            outcome = check_published(saved, key, None, what="the saved checkpoint")
+            _print_outcome(outcome)
+            if not outcome.ok:
+                return 1
+            kept = saved.checkpoint
+            anchors.append(Anchor(kept.tree_size, kept.root_hash, "the saved checkpoint"))
         if args.file:
-            with open(args.file, "rb") as lines:
-                piece = read_export(lines)
-                verifier = LogVerifier(
-                    key, start=piece.start, prefix=piece.prefix, end=piece.end, trusted=trusted
+            if policy is not None:
+                raise ValueError(
+                    "an export holds no checkpoints: --witness and --policy need "
+                    "the database or --url"
                 )
-                report = verifier.run(piece.items)
-        else:
-            engine = create_engine(settings.url_for("reader"))
-            try:
-                with TreeStore(engine).snapshot() as snap:
-                    verifier = LogVerifier(key, trusted=trusted, counts=True)
-                    report = verifier.run(
-                        interleave(snap.events(), snap.heads(), *snap.count_spans())
-                    )
-            finally:
-                engine.dispose()
+            return _verify_file(args.file, key, trusted, anchors)
+        return _verify_database(settings, key, policy, trusted, anchors)
     except ExportFormatError as exc:
         print(f"auditlog: {args.file}: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
+    except (Unreachable, OSError, ValueError, SettingsError) as exc:  # PolicyError: ValueError
         print(f"auditlog: {exc}", file=sys.stderr)
-        return 2
     except sa_exc.OperationalError as exc:
         print(f"auditlog: the database does not answer: {exc.orig}", file=sys.stderr)
-        return 2
-    return _print_report(report, trusted=trusted)
+    return 2
+
+
+def _verify_file(path: str, key: PublicKey, trusted: TreeHead | None, anchors: list[Anchor]) -> int:
+    with open(path, "rb") as lines:
+        piece = read_export(lines)
+        verifier = LogVerifier(
+            key.raw,
+            start=piece.start,
+            prefix=piece.prefix,
+            end=piece.end,
+            trusted=trusted,
+            anchors=anchors,
+        )
+        report = verifier.run(piece.items)
+    if trusted is not None:
+        anchors.insert(0, Anchor(trusted.tree_size, trusted.root_hash))
+    return _print_report(report, anchors=anchors)
+
+
+def _verify_database(
+    settings: Settings,
+    key: PublicKey,
+    policy: Policy | None,
+    trusted: TreeHead | None,
+    anchors: list[Anchor],
+) -> int:
+    """Recompute the whole log; the latest checkpoint, checked against the policy, is one
+    more anchor."""
+    engine = create_engine(settings.url_for("reader"))
+    try:
+        latest = CheckpointStore(engine).latest()
+        checked = Outcome()
+        if latest is not None:
+            signed = SignedCheckpoint.parse(latest.render())
+            checked = check_published(signed, key, policy)
+            if checked.ok:
+                anchors.append(
+                    Anchor(
+                        signed.checkpoint.tree_size,
+                        signed.checkpoint.root_hash,
+                        "the latest checkpoint",
+                    )
+                )
+        elif policy is not None and policy.quorum != NONE:
+            checked.fail("no checkpoint has been published: none is cosigned as the policy asks")
+        with TreeStore(engine).snapshot() as snap:
+            verifier = LogVerifier(key.raw, trusted=trusted, anchors=anchors, counts=True)
+            report = verifier.run(interleave(snap.events(), snap.heads(), *snap.count_spans()))
+    finally:
+        engine.dispose()
+    if trusted is not None:
+        anchors.insert(0, Anchor(trusted.tree_size, trusted.root_hash))
+    status = _print_report(report, anchors=anchors)
+    _print_outcome(checked)
+    if not checked.ok:
+        print("UNTRUSTED: the log's latest checkpoint does not meet the policy")
+        return max(status, 1)
+    return status
+
+
+def _verify_tiles(
+    args: argparse.Namespace,
+    key: PublicKey,
+    policy: Policy | None,
+    saved: SignedCheckpoint | None,
+) -> int:
+    token = args.token
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+    client = LogClient(args.url, token)
+    if saved is None:
+        outcome = check_published(client.checkpoint(), key, policy)
+    else:
+        outcome = check_extends(client, saved, key, policy)
+    _print_outcome(outcome)
+    return 0 if outcome.ok else 1
 
 
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -233,6 +387,60 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
             out.close()
         engine.dispose()
     print(f"exported {written} events", file=sys.stderr)
+    return 0
+
+
+def _cmd_witness(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.log import configure_logging  # noqa: PLC0415 - CLI only
+    from auditlog.services.witness import WitnessService  # noqa: PLC0415
+    from auditlog.storage.witness_state import StateFileError, WitnessState  # noqa: PLC0415
+    from auditlog.witness_app import create_witness_app, serve  # noqa: PLC0415
+
+    try:
+        signer = NoteSigner(args.name, load_private_key(Path(args.key)), COSIGNATURE_V1)
+        logs = [log.key for log in Policy.read(Path(args.policy)).logs] if args.policy else []
+        for spec in args.log or []:
+            vkey = read_key(spec).vkey
+            if vkey is None:
+                raise ValueError(f"--log {spec[:60]}: a log is given by its verifier key")
+            logs.append(vkey)
+        if not logs:
+            raise ValueError("no log to witness: give --log VKEY or --policy FILE")
+        host, _, port = args.listen.rpartition(":")
+        state = WitnessState(Path(args.state))
+    except (OSError, ValueError, StateFileError) as exc:
+        print(f"auditlog: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    print(f"witness {signer.verifier.text()}", flush=True)
+    try:
+        serve(create_witness_app(WitnessService(signer, logs, state)), host, int(port))
+    finally:
+        state.close()
+    return 0
+
+
+def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.runtime import checkpoint_publisher  # noqa: PLC0415 - CLI only
+
+    publisher = checkpoint_publisher(settings)
+    report = publisher.run_once(resume=args.resume)
+    if not report.ran:
+        print("another publication round is running; try again in a moment")
+        return 0
+    if report.published is not None:
+        print(f"published the checkpoint at size {report.published}")
+    for witness in report.cosigned:
+        print(f"cosigned by {witness}")
+    for witness, reason in report.failed:
+        print(f"not cosigned by {witness}: {reason}")
+    for witness in report.refused:
+        print(f"REFUSED by {witness}: it saw a history this checkpoint does not extend")
+    if report.stopped:
+        print("publication is stopped: a witness refused the latest checkpoint")
+        return 1
+    print(f"latest checkpoint: size {report.latest}")
     return 0
 
 
@@ -382,6 +590,78 @@ def _add_key_commands(sub: Any) -> None:
     k.add_argument("--burst", type=int)
 
 
+def _add_transparency_commands(
+    sub: Any, commands: dict[str, Callable[[Settings, argparse.Namespace], int]]
+) -> None:
+    """verify, public-key, witness, publish."""
+    p = sub.add_parser("verify", help="recompute the log and check every signed tree head")
+    p.add_argument("--file", help="verify an `auditlog export` file instead of the database")
+    p.add_argument(
+        "--trusted-head",
+        help="a tree head kept from earlier (JSON, as GET /v1/integrity/tree-head returns "
+        "it): the log must have grown from it",
+    )
+    p.add_argument(
+        "--public-key",
+        help="the log's public key: base64, PEM, its verifier key (name+keyid+base64), or a "
+        "file holding one; by default the one from the settings",
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="a checkpoint saved from GET /v1/log/checkpoint: the log must extend it (with "
+        "--url: proved from the log's tiles alone)",
+    )
+    p.add_argument(
+        "--witness",
+        action="append",
+        help="a witness's verifier key (or a file holding it); repeat for more",
+    )
+    p.add_argument(
+        "--quorum",
+        type=int,
+        help="how many of the --witness keys must have cosigned the checkpoint (default: all)",
+    )
+    p.add_argument("--policy", help="a C2SP tlog-policy file: logs, witnesses, quorum")
+    p.add_argument(
+        "--url",
+        help="the log's API (https://host): check its checkpoint, and with --checkpoint its "
+        "consistency, from its checkpoint and tiles instead of the database",
+    )
+    p.add_argument("--token", help="with --url: a read key's token (if tiles are not public)")
+    p.add_argument("--token-file", help="with --url: a file holding the token")
+    commands["verify"] = _cmd_verify
+
+    p = sub.add_parser("public-key", help="the log's public key in every form auditors use")
+    p.add_argument("--key", help="a key file (default: the settings' key)")
+    p.add_argument(
+        "--witness",
+        metavar="NAME",
+        help="print the cosigning verifier key of a witness named NAME whose private key is --key",
+    )
+    commands["public-key"] = _cmd_public_key
+
+    p = sub.add_parser(
+        "witness", help="run a transparency log witness (C2SP tlog-witness) with a state file"
+    )
+    p.add_argument("--name", required=True, help="the witness's key name, e.g. example.com/w1")
+    p.add_argument("--key", required=True, help="its Ed25519 private key (auditlog keygen --out)")
+    p.add_argument("--state", required=True, help="its state file (created if missing)")
+    p.add_argument("--log", action="append", help="a log's verifier key to witness (repeat)")
+    p.add_argument("--policy", help="a tlog-policy file whose `log` lines name the logs")
+    p.add_argument("--listen", default="127.0.0.1:7380", help="host:port (default 127.0.0.1:7380)")
+    commands["witness"] = _cmd_witness
+
+    p = sub.add_parser(
+        "publish", help="run one checkpoint publication round now (the worker runs them)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="publish and submit even though a witness refused the latest checkpoint",
+    )
+    commands["publish"] = _cmd_publish
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auditlog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -415,18 +695,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands["keygen"] = _cmd_keygen
 
-    p = sub.add_parser("verify", help="recompute the log and check every signed tree head")
-    p.add_argument("--file", help="verify an `auditlog export` file instead of the database")
-    p.add_argument(
-        "--trusted-head",
-        help="a tree head kept from earlier (JSON, as GET /v1/integrity/tree-head returns "
-        "it): the log must have grown from it",
-    )
-    p.add_argument(
-        "--public-key",
-        help="the log's public key (PEM or base64); by default the one from the settings",
-    )
-    commands["verify"] = _cmd_verify
+    _add_transparency_commands(sub, commands)
 
     p = sub.add_parser("export", help="write the log (or a piece) as NDJSON with its tree heads")
     p.add_argument("--since", help="first event with occurred_at >= since (RFC 3339)")

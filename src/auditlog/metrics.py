@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from auditlog.services.checkpoints import RoundReport
 from auditlog.storage.event_writer import EventWriter, StoreRejected, StoreUnavailable, WriteResult
 
 log = structlog.get_logger("auditlog.metrics")
@@ -71,6 +72,38 @@ EVENTS_ID_REUSED = Counter(
     "writer logs each with both services).",
 )
 
+# --- checkpoints and witnesses (the worker's publisher) ----------------------------------
+CHECKPOINTS_PUBLISHED = Counter(
+    "auditlog_checkpoints_published", "Checkpoints signed and recorded by the publisher."
+)
+CHECKPOINT_SIZE = Gauge(
+    "auditlog_checkpoint_tree_size",
+    "Tree size of the latest checkpoint the publisher saw or signed.",
+    multiprocess_mode="livemax",
+)
+WITNESS_COSIGNATURES = Counter(
+    "auditlog_witness_cosignatures",
+    "Cosignatures received and stored, by witness (its name in the policy).",
+    ["witness"],
+)
+WITNESS_FAILURES = Counter(
+    "auditlog_witness_failures",
+    "Submissions a witness did not answer with a cosignature or a refusal (network, 4xx "
+    "other than 409/422, 5xx, a bad cosignature), by witness and reason.",
+    ["witness", "reason"],
+)
+WITNESS_REFUSALS = Counter(
+    "auditlog_witness_refusals",
+    "ALERT: a witness refused a checkpoint as inconsistent with what it saw before (a fork, "
+    "or a log rolled back); publication stops.",
+    ["witness"],
+)
+PUBLICATION_STOPPED = Gauge(
+    "auditlog_checkpoint_publication_stopped",
+    "ALERT: 1 while publication is stopped by a refusal (or a log that shrank).",
+    multiprocess_mode="livemax",
+)
+
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -94,6 +127,23 @@ def record_batch(
     for event in result.stored:
         received = datetime.fromisoformat(event["received_at"])
         COMMIT_LAG_SECONDS.observe(max((committed - received).total_seconds(), 0.0))
+
+
+def record_round(report: RoundReport) -> None:
+    """What one checkpoint publication round did, as metrics (the worker's publisher)."""
+    if not report.ran:
+        return
+    if report.published is not None:
+        CHECKPOINTS_PUBLISHED.inc()
+    if report.latest is not None:
+        CHECKPOINT_SIZE.set(report.latest)
+    for witness in report.cosigned:
+        WITNESS_COSIGNATURES.labels(witness).inc()
+    for witness, reason in report.failed:
+        WITNESS_FAILURES.labels(witness, reason).inc()
+    for witness in report.refused:
+        WITNESS_REFUSALS.labels(witness).inc()
+    PUBLICATION_STOPPED.set(1 if report.stopped else 0)
 
 
 class TimedEventWriter:

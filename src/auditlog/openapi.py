@@ -148,8 +148,21 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "PublicKey": {
             "type": "object",
-            "required": ["public_key", "algorithm"],
-            "properties": {"public_key": _BASE64, "algorithm": {"const": "Ed25519"}},
+            "required": ["public_key", "algorithm", "origin", "verifier_key"],
+            "properties": {
+                "public_key": _BASE64,
+                "algorithm": {"const": "Ed25519"},
+                "origin": {
+                    "type": "string",
+                    "description": "The log's origin: the first line of its checkpoints and "
+                    "its key's name in their signature line.",
+                },
+                "verifier_key": {
+                    "type": "string",
+                    "description": "The key as a C2SP signed-note verifier key "
+                    "(origin+keyid+base64), as Go's golang.org/x/mod/sumdb/note reads it.",
+                },
+            },
             "additionalProperties": False,
         },
         "Accepted": {
@@ -636,6 +649,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                     "responses": {"200": _json(_ref("PublicKey"), "The key.")},
                 },
             },
+            **_log_paths(settings),
             "/v1/events/tail": {
                 "get": {
                     "operationId": "tailEvents",
@@ -783,16 +797,100 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
     return document
 
 
+_TILE_INDEX = {
+    "name": "index",
+    "in": "path",
+    "required": True,
+    "description": "The tile's index in groups of three digits, all but the last prefixed "
+    "by x (1234067: x001/x234/067), then `.p/<W>` for a partial tile of W hashes.",
+    "schema": {"type": "string", "pattern": r"^(x[0-9]{3}/)*[0-9]{3}(\.p/[1-9][0-9]{0,2})?$"},
+}
+_OCTETS = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def _log_paths(settings: Settings) -> dict[str, Any]:
+    """/v1/log/*: C2SP tlog-tiles. Public (no key) with AUDITLOG_PUBLIC_TILES, but for
+    entry bundles."""
+    public = {"x-public": True} if settings.public_tiles else {}
+    bad_path = _error("The tile path is malformed (the description says how).")
+    damaged = _error("Log damaged: a stored node or event is missing or changed.")
+    return {
+        "/v1/log/checkpoint": {
+            "get": {
+                **public,
+                "operationId": "getCheckpoint",
+                "summary": "The latest C2SP checkpoint (a signed note: origin, tree size, root "
+                "hash, the log's signature, the witnesses' cosignatures).",
+                "responses": {
+                    "200": {
+                        "description": "The checkpoint, as c2sp.org/tlog-checkpoint.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "404": _error("No checkpoint has been published yet."),
+                    "503": _error("The database does not answer; see Retry-After."),
+                },
+            }
+        },
+        "/v1/log/tile/{level}/{index}": {
+            "get": {
+                **public,
+                "operationId": "getTile",
+                "summary": "A hash tile (c2sp.org/tlog-tiles): 256 hashes of one tree level, "
+                "or W of them at the right edge (.p/W). Full tiles never change.",
+                "parameters": [
+                    {
+                        "name": "level",
+                        "in": "path",
+                        "required": True,
+                        "description": "The tile level, 0 to 63 (level 0: leaf hashes).",
+                        "schema": {"type": "string", "pattern": r"^(0|[1-9][0-9]?)$"},
+                    },
+                    _TILE_INDEX,
+                ],
+                "responses": {
+                    "200": {"description": "The hashes, 32 bytes each.", "content": _OCTETS},
+                    "400": bad_path,
+                    "404": _error("The tree does not have this tile (or not this many hashes)."),
+                    "500": damaged,
+                    "503": _error("The database does not answer; see Retry-After."),
+                },
+            }
+        },
+        "/v1/log/tile/entries/{index}": {
+            "get": {
+                "operationId": "getEntryBundle",
+                "summary": "An entry bundle (c2sp.org/tlog-tiles): each event's leaf input (its "
+                "RFC 8785 form) prefixed by its length, a big-endian uint16.",
+                "parameters": [_TILE_INDEX],
+                "responses": {
+                    "200": {"description": "The entries.", "content": _OCTETS},
+                    "400": bad_path,
+                    "404": _error(
+                        "The log does not have these entries yet, or one is longer than a "
+                        "bundle's 65,535 bytes (read it with getEvent)."
+                    ),
+                    "500": damaged,
+                    "503": _error("The database does not answer; see Retry-After."),
+                },
+            }
+        },
+    }
+
+
 def _secure(paths: dict[str, Any]) -> None:
-    """Every /v1 operation needs a key, and may answer 400, 401, 403 or 429."""
+    """Every /v1 operation needs a key, and may answer 400, 401, 403 or 429; those marked
+    public (x-public) answer without one, and 400."""
     for path, item in paths.items():
         if not path.startswith("/v1/"):
             continue
         for operation in item.values():
+            operation["responses"].setdefault("400", _error(BAD_QUERY))
+            if operation.pop("x-public", False):
+                operation["security"] = [{}]
+                continue
             operation["security"] = [{"bearer": []}]
             # Every /v1 operation refuses unknown parameters and a path or query that is
-            # not UTF-8 (controllers/middleware.py: Utf8Only).
-            operation["responses"].setdefault("400", _error(BAD_QUERY))
+            # not UTF-8 (controllers/middleware.py: Utf8Only): the 400 above.
             operation["responses"].setdefault(
                 "401", _error("No token, or not one of a live key (see WWW-Authenticate).")
             )

@@ -11,18 +11,24 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from auditlog.integrity.heads import HeadSigner, load_public_key
+from auditlog.integrity.heads import HeadSigner, load_private_key
+from auditlog.integrity.keys import read_key_file
+from auditlog.integrity.note import NoteSigner
+from auditlog.integrity.policy import Policy, PolicyError
 from auditlog.metrics import TimedEventWriter, record_batch
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import Authenticator, KeyDirectory
+from auditlog.services.checkpoints import CheckpointPublisher
 from auditlog.services.envelope import Limits
 from auditlog.services.export import ExportService
 from auditlog.services.ingest import IngestService
 from auditlog.services.integrity import IntegrityService
 from auditlog.services.queries import QueryService
 from auditlog.services.tail import TailService, TailUpdater
+from auditlog.services.tiles import TileService
 from auditlog.services.writer import BatchWriter
 from auditlog.settings import Settings, SettingsError
+from auditlog.storage.checkpoints import CheckpointReader, Publications
 from auditlog.storage.engine import create_async_role_engine, create_role_engine
 from auditlog.storage.event_writer import EventWriter
 from auditlog.storage.events import EventReader
@@ -33,6 +39,7 @@ from auditlog.storage.stream import EventStream
 from auditlog.storage.stream_append import StreamAppender
 from auditlog.storage.tail import TailCache, TailReader
 from auditlog.storage.tree import TreeReader
+from auditlog.storage.witnesses import WitnessClient
 
 
 def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
@@ -94,8 +101,8 @@ def public_key(settings: Settings) -> bytes:
     """The log's public key; a missing or unreadable key stops the process at start-up."""
     path = settings.public_key_path or settings.signing_key_path
     try:
-        return load_public_key(path)
-    except (OSError, ValueError) as exc:
+        return read_key_file(path).raw
+    except ValueError as exc:
         raise SettingsError(
             f"AUDITLOG_PUBLIC_KEY_PATH / AUDITLOG_SIGNING_KEY_PATH: cannot read a key from "
             f"{path}: {exc}; create one with `auditlog keygen`"
@@ -108,6 +115,34 @@ def head_signer(settings: Settings) -> HeadSigner:
         return HeadSigner.from_file(settings.signing_key_path)
     except (OSError, ValueError) as exc:
         raise SettingsError(f"AUDITLOG_SIGNING_KEY_PATH: {exc}") from None
+
+
+def checkpoint_publisher(settings: Settings) -> CheckpointPublisher:
+    """The worker's checkpoint publisher: the log's key under its origin, the witnesses of
+    AUDITLOG_WITNESS_POLICY; a bad key or policy stops the process at start-up."""
+    try:
+        key = load_private_key(settings.signing_key_path)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"AUDITLOG_SIGNING_KEY_PATH: {exc}") from None
+    witnesses = []
+    if settings.witness_policy is not None:
+        try:
+            witnesses = list(Policy.read(settings.witness_policy).witnesses.values())
+        except PolicyError as exc:
+            raise SettingsError(f"AUDITLOG_WITNESS_POLICY: {exc}") from None
+        if not witnesses or any(w.url is None for w in witnesses):
+            raise SettingsError(
+                "AUDITLOG_WITNESS_POLICY: every witness line needs the URL to submit to "
+                "(witness <name> <vkey> <url>)"
+            )
+    engine = create_role_engine(settings, "writer", pool_size=1)
+    return CheckpointPublisher(
+        Publications(engine),
+        NoteSigner(settings.log_origin, key),
+        witnesses,
+        WitnessClient(settings.witness_timeout_s),
+        interval_s=settings.checkpoint_interval_s,
+    )
 
 
 @dataclass
@@ -128,6 +163,7 @@ class ApiRuntime:
     appender: StreamAppender
     tail: TailService
     exports: ExportService
+    tiles: TileService
 
     @classmethod
     def build(cls, settings: Settings) -> ApiRuntime:
@@ -155,7 +191,8 @@ class ApiRuntime:
             cursor_key=settings.cursor_key.encode(),
             max_bucket_cells=settings.max_bucket_cells,
         )
-        integrity = IntegrityService(TreeReader(reader), queries, public_key(settings))
+        tree = TreeReader(reader)
+        integrity = IntegrityService(tree, queries, public_key(settings), settings.log_origin)
         keys = KeyReader(reader)
         authenticator = Authenticator(
             keys,
@@ -195,6 +232,7 @@ class ApiRuntime:
             appender=appender,
             tail=tail,
             exports=exports,
+            tiles=TileService(tree, CheckpointReader(reader)),
         )
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -101,6 +102,19 @@ class Settings(BaseModel):
     # key: from public_key_path when set, else derived from the signing key file.
     signing_key_path: Path = Path("var/signing-key.pem")
     public_key_path: Path | None = None
+
+    # Transparency (docs/INTEGRITY.md): C2SP checkpoints signed with the same key under the
+    # log's origin, published by the worker every checkpoint_interval_s when the log grew
+    # and submitted to the witnesses of a tlog-policy file (their URLs); hash tiles (and
+    # the checkpoint) readable without a key when public_tiles.
+    log_origin: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}/auditlog",
+        pattern=r"^[^\s+\x00-\x1f]{1,200}$",
+    )
+    checkpoint_interval_s: float = Field(default=5.0, gt=0)
+    witness_policy: Path | None = None
+    witness_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    public_tiles: bool = False
 
     # Operations: the worker's Prometheus exporter (0: none) and Flower's basic auth.
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)

@@ -49,7 +49,11 @@ pytestmark = pytest.mark.slow
 
 FLOWER_PASSWORD = "front-door-flower"
 # Every route's path parameters get one value; an id no event has.
-PARAMETER = {"event_id": "0b7c6f2e-3f5e-4a8e-9f55-2d0c6c2b1a02"}
+PARAMETER = {
+    "event_id": "0b7c6f2e-3f5e-4a8e-9f55-2d0c6c2b1a02",
+    "level": "0",
+    "index": "x001/002",  # a tile index spans segments
+}
 # nginx's own error log: anything at these levels is a line an operator is paged for.
 SERIOUS = re.compile(r"\[(error|crit|alert|emerg)\]")
 

@@ -238,10 +238,41 @@ def test_api(case: Any, fuzz_app: Any, tokens: Tokens) -> None:
         tally.accepted.extend(response.json()["ids"])
 
 
+# Path templates whose parameter spans segments (a tile's index, x001/234.p/5: its pattern
+# has a slash). OpenAPI has a path parameter's slashes sent encoded, which nginx refuses by
+# rule (400, before any key or method is looked at); C2SP clients send the index as the path
+# it is, and so does the session below.
+SPANNING = tuple(
+    path.split("{")[0]
+    for path, item in DOCUMENT["paths"].items()
+    if any(
+        "/" in p["schema"].get("pattern", "")
+        for operation in item.values()
+        for p in operation.get("parameters", [])
+        if p["in"] == "path"
+    )
+)
+
+
+class LiteralSlashes(requests.adapters.HTTPAdapter):
+    """Sends the slashes of a spanning parameter as slashes."""
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        url = urllib.parse.urlsplit(request.url or "")
+        if url.path.startswith(SPANNING):
+            path = re.sub("%2F", "/", url.path, flags=re.IGNORECASE)
+            request.url = urllib.parse.urlunsplit(url._replace(path=path))
+        return super().send(request, *args, **kwargs)
+
+
 @dataclass
 class FuzzEdge:
     nginx: NginxProcess
     api: ApiInstance
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.session.mount("http://", LiteralSlashes())
 
 
 # nginx's error log: a line at these levels is one an operator is paged for; nginx logs a body
@@ -337,6 +368,7 @@ def fuzz_through_nginx(case: Any, fuzz_edge: FuzzEdge, tokens: Tokens) -> None:
     edge_tally.operations.add(case.operation.label)
     response = case.call_and_validate(
         base_url=fuzz_edge.nginx.url(""),
+        session=fuzz_edge.session,
         headers={"Authorization": f"Bearer {tokens.admin}"},
         checks=CHECKS,
     )
@@ -350,10 +382,8 @@ def fuzz_through_nginx(case: Any, fuzz_edge: FuzzEdge, tokens: Tokens) -> None:
     if again.status >= 400:
         assert again.headers.get_content_type() == "application/json", where
         problem = again.json()
-        assert (
-            {"title", "description"}
-            <= set(problem)
-            <= {"title", "description", "errors", "errors_total"}
-        ), where
+        # app.py: a 422 lists at most MAX_LISTED_ERRORS problems, and then their number.
+        shape = {"title", "description", "errors", "errors_total"}
+        assert {"title", "description"} <= set(problem) <= shape, where
     elif again.status == 202:
         edge_tally.accepted.extend(again.json()["ids"])

@@ -50,6 +50,9 @@ GET_ENDPOINTS: dict[str, dict[str, str]] = {
     "/v1/integrity/consistency": {"first": "1", "second": "2"},
     "/v1/integrity/public-key": {},
     "/v1/keys": {},
+    "/v1/log/checkpoint": {},
+    "/v1/log/tile/0/x001/000": {},
+    "/v1/log/tile/entries/000.p/7": {},
 }
 # The endpoints that filter events, and the filters each takes.
 STRING_FILTERS = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -75,7 +76,8 @@ class TestDocument:
     ):
         app = create_app(settings, runtime=runtime)
         served = {
-            (route.path, method.method.lower())
+            # OpenAPI names a path parameter without Falcon's converter ({index:path}).
+            (re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path), method.method.lower())
             for route in inspect.inspect_routes(app)
             for method in route.methods
             if not method.internal and method.method != "OPTIONS"

@@ -41,6 +41,18 @@ COLUMNS = {
     "merkle_nodes": "hash",
     "tree_heads": "root_hash",
     "event_counts": "n",
+    "checkpoints": "note",
+    "checkpoint_cosignatures": "signature",
+    "witness_refusals": "answer",
+}
+# A row for the row triggers to refuse, where the table may still be empty (rolled back).
+ROWS = {
+    "merkle_nodes": "INSERT INTO merkle_nodes VALUES (8, 1e12, sha256('x'))",
+    "checkpoints": "INSERT INTO checkpoints (tree_size, note) VALUES (1e15, 'x')",
+    "checkpoint_cosignatures": "INSERT INTO checkpoint_cosignatures (tree_size, witness,"
+    " signature) VALUES (1e15, 'w', 'x')",
+    "witness_refusals": "INSERT INTO witness_refusals (tree_size, witness, status, answer)"
+    " VALUES (1e15, 'w', 422, 'x')",
 }
 
 
@@ -133,10 +145,8 @@ class TestAppendOnly:
         sql = CHANGES[change].format(table=table, column=COLUMNS[table])
         with engines["owner"].connect() as conn:
             conn.execute(text(f"GRANT UPDATE, DELETE, TRUNCATE ON {table} TO CURRENT_USER"))
-            if table == "merkle_nodes":
-                # A row for the row triggers to refuse (the tree may not have 256 leaves yet);
-                # rolled back with the rest.
-                conn.execute(text("INSERT INTO merkle_nodes VALUES (8, 1e12, sha256('x'))"))
+            if table in ROWS:
+                conn.execute(text(ROWS[table]))
             with pytest.raises(DBAPIError, match="append-only"):
                 conn.execute(text(sql))
             conn.rollback()

@@ -25,7 +25,7 @@ from auditlog.canonical import stored_event
 from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import TreeHead
 from auditlog.integrity.leaf import leaf_hash
-from auditlog.runtime import ApiRuntime
+from auditlog.runtime import ApiRuntime, checkpoint_publisher
 from auditlog.settings import Settings
 from tests import factories
 from tests.helpers import WorkerProcess, clear_redis, settings_env
@@ -262,9 +262,15 @@ class TestTampering:
     def test_end_removed_with_its_heads_needs_a_trusted_head(
         self, log: Settings, superuser: Engine, tmp_path: Path
     ):
-        """Cut the newest batches, the heads and the counts that cover them: the log left is
-        consistent with itself; a head the auditor kept from before shows the cut. Leaving
-        the counts in place shows it too."""
+        """Cut the newest batches and the heads that cover them: the stored counts and the
+        latest checkpoint still show the cut; cut those above it too, and the log left is
+        consistent with itself: a head the auditor kept from before (or a witness's
+        checkpoint) shows it."""
+        publisher = checkpoint_publisher(log)
+        try:
+            publisher.run_once(resume=True)  # a checkpoint at the log's end, now
+        finally:
+            publisher.close()
         with superuser.connect() as conn:
             latest = conn.execute(
                 text(
@@ -277,16 +283,18 @@ class TestTampering:
                 {"n": EVENTS - 500},
             )
             events = [row(conn, seq) for seq in range(cut, EVENTS)]
-            heads = (
-                conn.execute(text("SELECT * FROM tree_heads WHERE tree_size > :c"), {"c": cut})
+            saved_rows = {
+                table: conn.execute(text(f"SELECT * FROM {table} WHERE tree_size > :c"), {"c": cut})
                 .mappings()
                 .all()
-            )
-            counts = (
+                for table in ("tree_heads", "checkpoints")
+            }
+            saved_rows["event_counts"] = (
                 conn.execute(text("SELECT * FROM event_counts WHERE seq_hi > :c"), {"c": cut})
                 .mappings()
                 .all()
             )
+        assert [c["tree_size"] for c in saved_rows["checkpoints"]][-1] == EVENTS
         trusted = tmp_path / "head.json"
         trusted.write_bytes(orjson.dumps(TreeHead(*latest).as_dict()))
         tamper(
@@ -300,7 +308,12 @@ class TestTampering:
             assert result.returncode == 1, result.stdout
             assert f"the stored counts of seq {cut}–" in result.stdout
             assert "holds none after" in result.stdout
+            assert "the latest checkpoint covers seq up to" in result.stdout
             tamper(superuser, "DELETE FROM event_counts WHERE seq_hi > :c", params={"c": cut})
+            result = verify(log)
+            assert result.returncode == 1, result.stdout  # the checkpoint still shows it
+            assert "the latest checkpoint covers seq up to" in result.stdout
+            tamper(superuser, "DELETE FROM checkpoints WHERE tree_size > :c", params={"c": cut})
             assert verify(log).returncode == 0  # what a clean cut at a head boundary looks like
             result = verify(log, "--trusted-head", str(trusted))
             assert result.returncode == 1, result.stdout
@@ -309,7 +322,7 @@ class TestTampering:
         finally:
             for saved in events:
                 self._restore(superuser, saved)
-            for table, rows in (("tree_heads", heads), ("event_counts", counts)):
+            for table, rows in saved_rows.items():
                 for saved_row in rows:
                     insert(superuser, table, dict(saved_row))
         assert verify(log, "--trusted-head", str(trusted)).returncode == 0

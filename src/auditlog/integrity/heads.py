@@ -76,11 +76,8 @@ class TreeHead:
 
 
 class HeadSigner:
-    """Signs tree heads with the log's private key (held by the writers only).
-
-    TODO(ops): heads are kept by the log and by the auditors who fetch them; publishing each
-    to an external witness would stop even the key's holder from forking history unnoticed.
-    """
+    """Signs tree heads with the log's private key (held by the writers only). The same key
+    signs the C2SP checkpoints witnesses cosign (integrity/checkpoint.py)."""
 
     def __init__(self, private_key: Ed25519PrivateKey):
         self._key = private_key
@@ -108,22 +105,6 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} does not hold an Ed25519 private key")
     return key
-
-
-def load_public_key(path: Path) -> bytes:
-    """A raw 32-byte public key from a PEM file, a private-key PEM, or one line of base64."""
-    data = path.read_bytes()
-    if b"PRIVATE KEY" in data:
-        return public_bytes(load_private_key(path).public_key())
-    if b"PUBLIC KEY" in data:
-        key = serialization.load_pem_public_key(data)
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError(f"{path} does not hold an Ed25519 public key")
-        return public_bytes(key)
-    raw = base64.b64decode(data.strip(), validate=True)
-    if len(raw) != 32:
-        raise ValueError(f"{path}: an Ed25519 public key is 32 bytes")
-    return raw
 
 
 def generate_key(path: Path) -> bytes:

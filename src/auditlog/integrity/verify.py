@@ -63,6 +63,17 @@ class VerifyReport:
         return self.findings[0] if self.findings else None
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """A tree size and root hash the auditor trusts from elsewhere: a tree head kept from
+    earlier, a saved checkpoint, a checkpoint cosigned by witnesses. The log must reach its
+    size, and its tree at that size must have that root."""
+
+    tree_size: int
+    root_hash: bytes
+    what: str = "the trusted tree head"
+
+
 def _placed_after(item: TreeHead | CountSpan) -> tuple[int, int]:
     """Where an item goes: after the event before its end; a head first, then the counts
     of a batch, then those of a whole block."""
@@ -97,12 +108,11 @@ class LogVerifier:
 
     `end`: the size the stream says it reaches (an export's header), so that a stream cut
     short is caught. `trusted`: a signed head the auditor kept from earlier (fetched from
-    the API, published elsewhere): the log must have grown from it, so that removing its
-    newest events together with the heads covering them, or rolling the whole log back,
-    shows. Without one, a log cut at a head boundary cannot be told from a shorter log.
-
-    TODO(ops): heads are trusted only if the auditor kept one; verify against the latest
-    head published to a witness by default once heads are published.
+    the API, published elsewhere), and `anchors`: sizes and roots trusted otherwise (a saved
+    checkpoint, one cosigned by witnesses): the log must have grown from each, so that
+    removing its newest events together with the heads covering them, or rolling the whole
+    log back, shows. Without one, a log cut at a head boundary cannot be told from a
+    shorter log.
     """
 
     def __init__(
@@ -114,19 +124,22 @@ class LogVerifier:
         end: int | None = None,
         trusted: TreeHead | None = None,
         counts: bool = False,
+        anchors: Sequence[Anchor] = (),
         max_findings: int = 100,
     ):
         """`counts`: the stream carries the stored count spans, to be checked against the
         events (from the database; an export has none)."""
         if trusted is not None and not trusted.verify(public_key):
             raise ValueError("the trusted tree head has no valid signature by this key")
+        if trusted is not None:
+            anchors = [Anchor(trusted.tree_size, trusted.root_hash), *anchors]
         self._public_key = public_key
         self._frontier = Frontier(start, prefix)
         self._expected = start
         self._last_good_head = start
         self._tree_valid = True  # False once a gap or repeat makes later roots meaningless
         self._end = end
-        self._trusted = trusted if trusted is not None and trusted.tree_size > start else None
+        self._anchors = {a.tree_size: a for a in anchors if a.tree_size > start}
         self._max_findings = max_findings
         self.report = VerifyReport(tree_size=start)
         self._tally = (
@@ -191,14 +204,14 @@ class LogVerifier:
         self._expected += 1
 
     def _check_trusted(self) -> None:
-        trusted = self._trusted
-        if trusted is None or self._frontier.size != trusted.tree_size:
+        trusted = self._anchors.get(self._frontier.size)
+        if trusted is None:
             return
         if self._frontier.root() != trusted.root_hash:
             self._find(
                 self._last_good_head,
                 "head-mismatch",
-                f"the trusted tree head at size {trusted.tree_size} does not match the "
+                f"{trusted.what} at size {trusted.tree_size} does not match the "
                 f"events: the log's history was rewritten; the difference lies in seq "
                 f"{self._last_good_head}–{trusted.tree_size - 1}",
             )
@@ -243,8 +256,7 @@ class LogVerifier:
         if self._tally is not None:
             self._tally.finish(self._expected)
         bounds = [("the export's header", self._end)]
-        if self._trusted is not None:
-            bounds.append(("the trusted tree head", self._trusted.tree_size))
+        bounds += [(a.what, a.tree_size) for a in self._anchors.values()]
         for what, size in bounds:
             if size is not None and self._expected < size:
                 self._find(

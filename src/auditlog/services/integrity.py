@@ -8,6 +8,7 @@ from typing import Any
 
 from auditlog.errors import InvalidQuery, LogDamaged, NotFound
 from auditlog.integrity import verify_consistency, verify_inclusion
+from auditlog.integrity.checkpoint import log_verifier
 from auditlog.integrity.heads import TreeHead, b64
 from auditlog.integrity.merkle import NodeFn, consistency_path, inclusion_path, needed_nodes
 from auditlog.integrity.proofs import b64decode
@@ -31,13 +32,20 @@ def _size(values: dict[str, str], name: str, *, minimum: int = 1) -> int | None:
 class IntegrityService:
     """What an auditor needs to check the log holding nothing but the public key."""
 
-    def __init__(self, tree: TreeReader, queries: QueryService, public_key: bytes):
+    def __init__(self, tree: TreeReader, queries: QueryService, public_key: bytes, origin: str):
         self._tree = tree
         self._queries = queries
         self._public_key = public_key
+        self._origin = origin
 
     def public_key(self) -> dict[str, str]:
-        return {"public_key": b64(self._public_key), "algorithm": "Ed25519"}
+        """The key, raw (base64) and as the verifier key of the log's checkpoints."""
+        return {
+            "public_key": b64(self._public_key),
+            "algorithm": "Ed25519",
+            "origin": self._origin,
+            "verifier_key": log_verifier(self._public_key, self._origin).text(),
+        }
 
     async def tree_head(self, params: Params) -> dict[str, Any]:
         values = single_values(params, ("size",))

@@ -119,6 +119,37 @@ tree_heads = Table(
     CheckConstraint("tree_size > 0", name="tree_heads_size_check"),
 )
 
+# Checkpoints (migration 0007, docs/INTEGRITY.md): the C2SP signed notes the log published
+# (one per interval, each at a signed tree head's size), the witnesses' cosignature lines,
+# and the answers of witnesses that refused a checkpoint as inconsistent.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("note", Text, nullable=False),
+    Column("published_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+)
+
+checkpoint_cosignatures = Table(
+    "checkpoint_cosignatures",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness", Text, primary_key=True),  # the witness's verifier key
+    Column("signature", Text, nullable=False),  # its signature line
+    Column("received_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    Index("checkpoint_cosignatures_witness_idx", "witness", "tree_size"),
+)
+
+witness_refusals = Table(
+    "witness_refusals",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness", Text, primary_key=True),
+    Column("status", SmallInteger, nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("refused_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+)
+
 # API keys (migration 0003): only a SHA-256 of each token is stored.
 api_keys = Table(
     "api_keys",

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import Any
 
 import psycopg
@@ -21,6 +26,7 @@ from auditlog.integrity.merkle import NodeKey, base_range, fold, frontier_keys
 _HEAD_COLUMNS = "tree_size, root_hash, timestamp, signature"
 _LATEST_HEAD_SQL = f"SELECT {_HEAD_COLUMNS} FROM tree_heads ORDER BY tree_size DESC LIMIT 1"  # noqa: S608
 _HEAD_SQL = f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tree_size = %s"  # noqa: S608
+_LATEST_SIZE_SQL = "SELECT tree_size FROM tree_heads ORDER BY tree_size DESC LIMIT 1"
 _DOWN = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
@@ -31,6 +37,7 @@ _EVENT_SELECT = (
     "SELECT occurred_at, id, seq, received_at, type, service, publisher, action, outcome,"
     " actor, subject, context, data, leaf_hash FROM events"
 )
+_ENTRIES_SQL = f"{_EVENT_SELECT} WHERE seq >= %s AND seq < %s ORDER BY seq"
 
 
 class TreeInconsistent(Exception):
@@ -125,6 +132,57 @@ def frontier_hashes(cur: psycopg.Cursor[Any], size: int) -> list[bytes]:
     return [nodes[key] for key in keys]
 
 
+def _size_of(row: Any) -> int:
+    """The latest signed head's size from _LATEST_SIZE_SQL's row (0: an empty log)."""
+    return 0 if row is None else int(row[0])
+
+
+def _ordered_hashes(level: int, start: int, end: int, rows: list[Any]) -> list[bytes]:
+    """The hashes of nodes [start, end) of a stored level, in order, from their rows."""
+    found = {index: bytes(h) for index, h in rows}
+    try:
+        return [found[i] for i in range(start, end)]
+    except KeyError as exc:
+        raise TreeInconsistent(f"stored node ({level}, {exc.args[0]}) is missing") from None
+
+
+def _entries(start: int, end: int, rows: list[Any]) -> list[dict[str, Any]]:
+    """The events of seq [start, end) from their rows, each there exactly once."""
+    events = [stored_event(row) for row in rows]
+    if [e["seq"] for e in events] != list(range(start, end)):
+        raise TreeInconsistent(f"the events with seq {start}–{end - 1} are not all stored once")
+    return events
+
+
+@contextmanager
+def reader_cursor(engine: Engine) -> Iterator[psycopg.Cursor[Any]]:
+    """A psycopg cursor on one of the engine's connections; the database away is
+    Unavailable."""
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with raw.cursor() as cur:
+                yield cur
+            conn.rollback()
+    except _DOWN as exc:
+        raise Unavailable("the database does not answer; try again shortly") from exc
+
+
+@asynccontextmanager
+async def async_reader_cursor(engine: AsyncEngine) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+    """reader_cursor for asyncio (the API's reads)."""
+    try:
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            async with driver.cursor() as cur:
+                yield cur
+    except _DOWN as exc:
+        raise Unavailable("the database does not answer; try again shortly") from exc
+
+
 def _head(row: Any) -> TreeHead:
     return TreeHead(row[0], bytes(row[1]), row[2], bytes(row[3]))
 
@@ -135,17 +193,8 @@ class TreeStore:
     def __init__(self, reader: Engine):
         self._reader = reader
 
-    @contextmanager
-    def _cursor(self) -> Iterator[psycopg.Cursor[Any]]:
-        try:
-            with self._reader.connect() as conn:
-                raw = conn.connection.driver_connection
-                assert raw is not None
-                with raw.cursor() as cur:
-                    yield cur
-                conn.rollback()
-        except _DOWN as exc:
-            raise Unavailable("the database does not answer; try again shortly") from exc
+    def _cursor(self) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        return reader_cursor(self._reader)
 
     def latest_head(self) -> TreeHead | None:
         with self._cursor() as cur:
@@ -189,17 +238,8 @@ class TreeReader:
     def __init__(self, reader: AsyncEngine):
         self._reader = reader
 
-    @asynccontextmanager
-    async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
-        try:
-            async with self._reader.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
-                async with driver.cursor() as cur:
-                    yield cur
-        except _DOWN as exc:
-            raise Unavailable("the database does not answer; try again shortly") from exc
+    def _cursor(self) -> AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
+        return async_reader_cursor(self._reader)
 
     async def latest_head(self) -> TreeHead | None:
         async with self._cursor() as cur:
@@ -216,6 +256,38 @@ class TreeReader:
     async def nodes(self, keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
         async with self._cursor() as cur:
             return await fetch_nodes_async(cur, keys)
+
+    # --- tiles (c2sp.org/tlog-tiles): stored strata read as they are -----------------------
+    async def tile_hashes(self, level: int, start: int, end: int) -> tuple[int, list[bytes]]:
+        """The tree's size (its latest signed head) and the stored hashes of nodes
+        [start, end) of tree level `level` (0: leaves; else a stored stratum) that a tree of
+        that size has: fewer than asked when the tree is not that large yet.
+
+        TreeInconsistent if a node the tree has is not stored.
+        """
+        async with self._cursor() as cur:
+            await cur.execute(_LATEST_SIZE_SQL)
+            size = _size_of(await cur.fetchone())
+            end = min(end, size >> level)
+            if end <= start:
+                return size, []
+            await cur.execute(*_base_query(level, [(start, end)]))
+            rows = await cur.fetchall()
+        return size, _ordered_hashes(level, start, end, rows)
+
+    async def entries(self, start: int, end: int) -> tuple[int, list[dict[str, Any]]]:
+        """The tree's size and the events with start <= seq < min(end, size), in seq order,
+        as the API returns them (TreeInconsistent if one is missing or repeated)."""
+        async with self._cursor() as cur:
+            await cur.execute(_LATEST_SIZE_SQL)
+            size = _size_of(await cur.fetchone())
+            end = min(end, size)
+            if end <= start:
+                return size, []
+            cur.row_factory = namedtuple_row
+            await cur.execute(_ENTRIES_SQL, (start, end))
+            rows = await cur.fetchall()
+        return size, _entries(start, end, rows)
 
 
 class LogSnapshot:

@@ -6,9 +6,10 @@ from functools import cached_property
 
 from celery import Celery
 
-from auditlog.runtime import WriterRuntime, redis_client
+from auditlog.runtime import WriterRuntime, checkpoint_publisher, redis_client
 from auditlog.settings import Settings
 from auditlog.storage.leases import SlotLeases
+from auditlog.tasks.checkpoints import PublisherThread, poll_interval
 
 
 class AuditlogCelery(Celery):
@@ -42,6 +43,19 @@ class AuditlogCelery(Celery):
     def writer_runtime(self) -> WriterRuntime:
         """Engines and clients for this (pool) process; never built in the parent."""
         return WriterRuntime.build(self.settings)
+
+    @cached_property
+    def publisher(self) -> PublisherThread:
+        """This pool process's checkpoint publisher; `ensure_publisher` starts it."""
+        return PublisherThread(
+            checkpoint_publisher(self.settings),
+            poll_interval(self.settings.checkpoint_interval_s),
+        )
+
+    def ensure_publisher(self) -> None:
+        """Start the publisher beside this pool process's writer, once (never in the parent)."""
+        if not self.publisher.is_alive() and self.publisher.ident is None:
+            self.publisher.start()
 
     @cached_property
     def watchdog_leases(self) -> SlotLeases:

@@ -78,6 +78,7 @@ def register(app: AuditlogCelery) -> None:
         """Write batches for one slot, then pass the slot on to the next drain."""
         _stop_gracefully_on_sigterm()
         runtime = app.writer_runtime
+        app.ensure_publisher()
         token = self.request.id
         lease_s = runtime.settings.writer_lease_s
         if _stopping.is_set():
