@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from auditlog.settings import Settings
+from auditlog.storage.engine import create_role_engine
 from auditlog.storage.schema import metadata
 
 config = context.config
@@ -29,7 +30,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(settings.url_for("owner"), future=True)
+    engine = create_role_engine(settings, "owner", pool_size=1)
     with engine.connect() as connection:
         # A migration waits at most 5 s for a lock (then fails, rather than queue every
         # writer behind it) and at most 10 min for any one statement.

@@ -11,9 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
 
 from auditlog.canonical import parse_timestamp
@@ -23,68 +20,11 @@ from auditlog.integrity.verify import LogVerifier, VerifyReport, interleave
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import KeyAdmin
 from auditlog.services.ingest import IngestService
-from auditlog.settings import ROLE_NAMES, Role, Settings, SettingsError
+from auditlog.settings import Settings, SettingsError
+from auditlog.storage.admin import migrate, setup_database
+from auditlog.storage.engine import create_role_engine
 from auditlog.storage.keys import ApiKey, KeyExists, KeyStore
 from auditlog.storage.tree import TreeStore
-
-
-def alembic_config(settings: Settings) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(settings.migrations_dir))
-    config.attributes["settings"] = settings
-    return config
-
-
-def _quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def setup_database(settings: Settings) -> None:
-    """As a superuser: the owner role, the database and the TimescaleDB extension."""
-    owner = ROLE_NAMES["owner"]
-    name = settings.database_name
-    admin = create_engine(settings.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": owner}) is None:
-            conn.execute(text(f"CREATE ROLE {owner} LOGIN CREATEROLE"))
-        if settings.owner_password:
-            conn.execute(
-                text(f"ALTER ROLE {owner} PASSWORD {_quote_literal(settings.owner_password)}")
-            )
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": name})
-        if exists is None:
-            conn.execute(text(f'CREATE DATABASE "{name}" OWNER {owner}'))
-    admin.dispose()
-    target = create_engine(settings.admin_url.set(database=name), isolation_level="AUTOCOMMIT")
-    with target.connect() as conn:
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS timescaledb"))
-    target.dispose()
-
-
-def migrate(settings: Settings, revision: str = "head") -> None:
-    """As the owner: run the migrations, then give the roles their passwords, if any."""
-    command.upgrade(alembic_config(settings), revision)
-    passwords: dict[Role, str] = {
-        "writer": settings.writer_password,
-        "reader": settings.reader_password,
-    }
-    if any(passwords.values()):
-        engine = create_engine(settings.url_for("owner"))
-        with engine.begin() as conn:
-            for role, password in passwords.items():
-                if password:
-                    conn.execute(
-                        text(f"ALTER ROLE {ROLE_NAMES[role]} PASSWORD {_quote_literal(password)}")
-                    )
-        engine.dispose()
-
-
-def drop_database(settings: Settings) -> None:
-    """As a superuser: drop the database (tests and `make clean` only)."""
-    admin = create_engine(settings.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{settings.database_name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _cmd_setup_db(settings: Settings, args: argparse.Namespace) -> int:
@@ -193,7 +133,7 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 report = verifier.run(piece.items)
         else:
-            engine = create_engine(settings.url_for("reader"))
+            engine = create_role_engine(settings, "reader", pool_size=1)
             try:
                 with TreeStore(engine).snapshot() as snap:
                     verifier = LogVerifier(key, trusted=trusted)
@@ -215,7 +155,7 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     since = parse_timestamp(args.since) if args.since else None
     until = parse_timestamp(args.until) if args.until else None
-    engine = create_engine(settings.url_for("reader"))
+    engine = create_role_engine(settings, "reader", pool_size=1)
     out = sys.stdout.buffer if args.out in (None, "-") else open(args.out, "wb")  # noqa: SIM115
     try:
         with TreeStore(engine).snapshot() as snap:
@@ -232,7 +172,7 @@ def _key_admin(settings: Settings) -> tuple[KeyAdmin, Callable[[], None]]:
     """Key administration as the owner, each change also recorded in the log."""
     from auditlog.runtime import event_stream, limits, redis_client  # noqa: PLC0415 - CLI only
 
-    engine = create_engine(settings.url_for("owner"))
+    engine = create_role_engine(settings, "owner", pool_size=1)
     client = redis_client(settings)
     ingest = IngestService(
         event_stream(settings, client), limits(settings), max_events=settings.max_events_per_request

@@ -20,12 +20,12 @@ from falcon import testing
 from sqlalchemy import Engine, create_engine, text
 
 from auditlog.app import create_app
-from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import generate_key
 from auditlog.log import configure_logging
 from auditlog.runtime import ApiRuntime
 from auditlog.services.auth import MISS_RELOAD_S, KeyAdmin
 from auditlog.settings import Settings
+from auditlog.storage.admin import drop_database, migrate, setup_database
 from auditlog.storage.keys import KeyStore
 from tests.helpers import WorkerProcess, clear_redis, wait_for
 

@@ -12,10 +12,10 @@ from alembic import command
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from auditlog.cli import alembic_config, drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner
 from auditlog.integrity.verify import LogVerifier, interleave
 from auditlog.settings import Role, Settings
+from auditlog.storage.admin import alembic_config, drop_database, migrate, setup_database
 from auditlog.storage.engine import create_role_engine
 from auditlog.storage.event_writer import EventWriter, StoreRejected, StoreUnavailable
 from auditlog.storage.tree import TreeStore

@@ -14,10 +14,10 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, text
 
-from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.runtime import ApiRuntime, redis_client, tail_cache
 from auditlog.services.ingest import EnvelopeFormat
 from auditlog.settings import Settings
+from auditlog.storage.admin import drop_database, migrate, setup_database
 from tests import factories
 from tests.helpers import ApiProcess, WorkerProcess, clear_redis, rss_kib, seal_tree, wait_for
 from tests.integration.conftest import create_key, make_settings, wait_stored

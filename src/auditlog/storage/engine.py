@@ -1,17 +1,34 @@
-"""Database engines: one per role and per process, created at start-up."""
+"""Database engines: every connection the package opens is made here, with bounded waits."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, NullPool, create_engine
+from sqlalchemy.engine import URL
 
 from auditlog.settings import Role, Settings
 
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _engine(settings: Settings, url: URL, name: str, **options: Any) -> Engine:
+    """The one factory: connect and statement timeouts, JSON through orjson, a name that
+    says in pg_stat_activity (and the server's log) who connected."""
+    return create_engine(
+        url,
+        json_serializer=_dumps,
+        json_deserializer=orjson.loads,
+        connect_args={
+            "connect_timeout": 3,
+            "application_name": f"auditlog-{name}",
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        },
+        **options,
+    )
 
 
 def create_role_engine(
@@ -23,20 +40,23 @@ def create_role_engine(
     trips around it; for the read path, whose statements only read an append-only log (a
     read that needs one snapshot across statements asks for a transaction itself).
     """
-    return create_engine(
+    return _engine(
+        settings,
         settings.url_for(role),
+        role,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_timeout=5,
         # A pooled connection to a PostgreSQL that restarted is found dead and replaced
         # instead of failing the next request.
         pool_pre_ping=True,
-        json_serializer=_dumps,
-        json_deserializer=orjson.loads,
-        connect_args={
-            "connect_timeout": 3,
-            "application_name": f"auditlog-{role}",
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
-        },
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
+
+
+def create_admin_engine(settings: Settings, *, database: str | None = None) -> Engine:
+    """A superuser's engine (AUDITLOG_ADMIN_DATABASE_URL), for the few steps a migration
+    cannot take: the owner role, the database, its extension. Autocommit (CREATE DATABASE
+    runs outside a transaction), no pool: it is used once and let go."""
+    url = settings.admin_url if database is None else settings.admin_url.set(database=database)
+    return _engine(settings, url, "admin", poolclass=NullPool, isolation_level="AUTOCOMMIT")
