@@ -11,11 +11,12 @@ import structlog
 from auditlog.canonical import format_timestamp
 from auditlog.errors import AuditlogError
 from auditlog.services.ingest import IngestService
+from auditlog.services.reserved import NAME, TYPE_PREFIX
 from auditlog.storage.keys import ApiKey
 
 log = structlog.get_logger("auditlog.audit")
 
-SERVICE = "auditlog"
+SERVICE = NAME
 _MAX_VALUE = 256
 
 
@@ -52,7 +53,7 @@ class SelfAudit:
     ) -> bool:
         """Record one read; False (after logging the whole record) if it could not be."""
         event = {
-            "type": "auditlog.query.executed",
+            "type": f"{TYPE_PREFIX}query.executed",
             "service": SERVICE,
             "actor": {"type": "api_key", "id": key_name},
             "action": "query",
@@ -75,7 +76,7 @@ class SelfAudit:
             data.update(rate_per_s=key.rate_per_s, burst=key.burst)
         return self._record(
             {
-                "type": f"auditlog.key.{what}",
+                "type": f"{TYPE_PREFIX}key.{what}",
                 "service": SERVICE,
                 "actor": {"type": "operator", "id": _plain(actor)},
                 "subject": {"type": "api_key", "id": key.name},

@@ -16,6 +16,7 @@ import structlog
 
 from auditlog.errors import Forbidden, RateLimited, Unauthorized, Unavailable
 from auditlog.services.envelope import SERVICE_PATTERN
+from auditlog.services.reserved import key_problem
 from auditlog.storage.keys import ApiKey, KeyStore
 from auditlog.storage.ratelimit import Bucket, RateLimiter
 
@@ -198,6 +199,9 @@ class KeyAdmin:
             raise ValueError("a write key needs at least one --service")
         if kind is not Scope.WRITE and services:
             raise ValueError("only write keys are bound to services")
+        reserved = key_problem(name, services)
+        if reserved:
+            raise ValueError(reserved)
         key = ApiKey(name, kind.value, tuple(sorted(set(services))), rate_per_s, burst)
         token = new_token()
         self._keys.create(key, token_hash(token))

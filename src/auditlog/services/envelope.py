@@ -83,9 +83,13 @@ class EventIn(BaseModel):
     type: str = Field(
         max_length=128,
         pattern=TYPE_PATTERN,
-        description="What happened: a lowercase dotted name, e.g. `customer.billed`.",
+        description="What happened: a lowercase dotted name, e.g. `customer.billed`"
+        " (`auditlog` and `auditlog.*` are the log's own).",
     )
-    service: str = Field(pattern=SERVICE_PATTERN, description="The producing service.")
+    service: str = Field(
+        pattern=SERVICE_PATTERN,
+        description="The producing service (`auditlog` is the log's own).",
+    )
     occurred_at: Timestamp = Field(
         description="When it happened: RFC 3339 with an offset; stored in UTC, microseconds."
     )

@@ -22,6 +22,8 @@ from auditlog.errors import (
 )
 from auditlog.services.auth import Principal
 from auditlog.services.envelope import Limits, check_event, cloudevent_field, from_cloudevent
+from auditlog.services.reserved import NAME as RESERVED_NAME
+from auditlog.services.reserved import producer_problems
 from auditlog.storage.ratelimit import Throttled
 from auditlog.storage.stream import EventStream
 
@@ -73,12 +75,14 @@ class IngestService:
         The principal's key name becomes each event's `publisher`; a write key may only send
         events of its own services (403), and its one service fills in a missing `service`.
         """
+        if principal is not None and principal.name == RESERVED_NAME:
+            raise Forbidden(f"the key name {RESERVED_NAME!r} is reserved for the log's own events")
         items = self._items(body, fmt)
         if principal is not None and principal.default_service and fmt is EnvelopeFormat.NATIVE:
             for item in items:
                 if isinstance(item, dict) and "service" not in item:
                     item["service"] = principal.default_service
-        events = self._check(items, fmt)
+        events = self._check(items, fmt, producer=True)
         if principal is not None and principal.bound_services is not None:
             foreign = [i for i, e in enumerate(events) if e["service"] not in principal.services]
             if foreign:
@@ -93,11 +97,19 @@ class IngestService:
     def record(self, events: list[dict[str, Any]], *, publisher: str) -> list[str]:
         """Enqueue events the service itself produces (already plain JSON values)."""
         return self._enqueue(
-            self._check(events, EnvelopeFormat.NATIVE), None, None, publisher=publisher
+            self._check(events, EnvelopeFormat.NATIVE, producer=False),
+            None,
+            None,
+            publisher=publisher,
         )
 
-    def _check(self, items: list[Any], fmt: EnvelopeFormat) -> list[dict[str, Any]]:
-        """Every item in stored form, or InvalidEvents with every problem of every item."""
+    def _check(
+        self, items: list[Any], fmt: EnvelopeFormat, *, producer: bool
+    ) -> list[dict[str, Any]]:
+        """Every item in stored form, or InvalidEvents with every problem of every item.
+
+        A producer's events may not use the names the service keeps for its own.
+        """
         now = self._clock()
         events: list[dict[str, Any]] = []
         errors: list[FieldError] = []
@@ -111,6 +123,9 @@ class IngestService:
                     errors.extend(problems)
                     continue
             event, problems = check_event(raw, index, now, self._limits)
+            if event is not None and producer:
+                problems = producer_problems(event, index)
+                event = None if problems else event
             if cloud:
                 problems = [
                     FieldError(p.index, cloudevent_field(p.field), p.message) for p in problems
