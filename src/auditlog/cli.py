@@ -43,7 +43,7 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     from auditlog.runtime import event_stream, redis_client  # noqa: PLC0415 - CLI only
 
-    stream = event_stream(settings, redis_client(settings))
+    stream = event_stream(settings, redis_client(settings, "writer"))
     letters = stream.dead_letters(args.limit)
     print(f"{stream.dead_letter_count()} dead-lettered entries")
     for letter in letters:
@@ -55,7 +55,7 @@ def _cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_queue(settings: Settings, args: argparse.Namespace) -> int:
     from auditlog.runtime import event_stream, redis_client  # noqa: PLC0415 - CLI only
 
-    stream = event_stream(settings, redis_client(settings))
+    stream = event_stream(settings, redis_client(settings, "api"))
     print(f"waiting or being written: {stream.depth()}")
     print(f"dead-lettered: {stream.dead_letter_count()}")
     return 0
@@ -173,7 +173,7 @@ def _key_admin(settings: Settings) -> tuple[KeyAdmin, Callable[[], None]]:
     from auditlog.runtime import event_stream, limits, redis_client  # noqa: PLC0415 - CLI only
 
     engine = create_role_engine(settings, "owner", pool_size=1)
-    client = redis_client(settings)
+    client = redis_client(settings, "api")
     ingest = IngestService(
         event_stream(settings, client), limits(settings), max_events=settings.max_events_per_request
     )
@@ -263,6 +263,22 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         close()
 
 
+def _cmd_redis_acl(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.storage.redis_users import acl_file, parse_version  # noqa: PLC0415 - CLI only
+
+    try:
+        text = acl_file(settings, parse_version(args.redis_version))
+    except (ValueError, SettingsError) as exc:
+        print(f"auditlog: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text)
+        print(f"wrote the ACL users of {settings.redis_prefix!r} to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_nginx_config(settings: Settings, args: argparse.Namespace) -> int:
     from auditlog.nginx import Topology, write_config  # noqa: PLC0415 - CLI only
 
@@ -349,6 +365,19 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_key_commands(sub)
     commands["keys"] = _cmd_keys
+    p = sub.add_parser(
+        "redis-acl",
+        help="write the ACL file of the Redis users (api, writer, broker, flower) "
+        "from AUDITLOG_REDIS_*_PASSWORD (make run, docker compose)",
+    )
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.add_argument(
+        "--redis-version",
+        required=True,
+        help="the server's version (`redis-server --version`), e.g. 7.0.15: rules that name "
+        "commands it lacks are left out",
+    )
+    commands["redis-acl"] = _cmd_redis_acl
     p = sub.add_parser(
         "nginx-config", help="render deploy/nginx/ for a local topology (make run, tests)"
     )

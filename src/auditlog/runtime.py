@@ -18,23 +18,25 @@ from auditlog.services.integrity import IntegrityService
 from auditlog.services.queries import QueryService
 from auditlog.services.tail import TailService, TailUpdater
 from auditlog.services.writer import BatchWriter
-from auditlog.settings import Settings, SettingsError
+from auditlog.settings import RedisRole, Settings, SettingsError
 from auditlog.storage.engine import create_role_engine
 from auditlog.storage.event_writer import EventWriter
 from auditlog.storage.events import EventReader
 from auditlog.storage.keys import KeyStore
 from auditlog.storage.leases import SlotLeases
 from auditlog.storage.ratelimit import RateLimiter
+from auditlog.storage.redis_users import RedisKeys
 from auditlog.storage.stream import EventStream
 from auditlog.storage.tail import TailCache
 from auditlog.storage.tree import TreeStore
 
 
-def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
-    """A Redis client whose waits are bounded (beyond any blocking read it will make)."""
+def redis_client(settings: Settings, role: RedisRole, *, blocking_ms: int = 0) -> redis.Redis:
+    """A Redis client, logged in as the role's user, whose waits are bounded (beyond any
+    blocking read it will make)."""
     timeout = settings.redis_timeout_s + blocking_ms / 1000
     return redis.Redis.from_url(
-        settings.redis_url,
+        settings.redis_url_for(role),
         socket_timeout=timeout,
         socket_connect_timeout=settings.redis_timeout_s,
         health_check_interval=30,
@@ -42,13 +44,13 @@ def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
 
 
 def rate_limiter(settings: Settings, client: redis.Redis) -> RateLimiter:
-    return RateLimiter(client, settings.key("ratelimit"))
+    return RateLimiter(client, RedisKeys.of(settings).ratelimit)
 
 
 def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
     return EventStream(
         client,
-        settings.key("events"),
+        RedisKeys.of(settings).stream,
         backlog_limit=settings.backlog_limit,
         buckets=rate_limiter(settings, client),
         fsync_timeout_ms=int(settings.ack_fsync_timeout_s * 1000) if settings.ack_fsync else None,
@@ -56,7 +58,7 @@ def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
 
 
 def tail_cache(settings: Settings, client: redis.Redis) -> TailCache:
-    return TailCache(client, settings.key("tail"), size=settings.tail_size)
+    return TailCache(client, RedisKeys.of(settings).tail, size=settings.tail_size)
 
 
 def limits(settings: Settings) -> Limits:
@@ -108,7 +110,9 @@ class ApiRuntime:
     def build(cls, settings: Settings) -> ApiRuntime:
         # With AUDITLOG_ACK_FSYNC an append waits (WAITAOF) for up to its timeout.
         client = redis_client(
-            settings, blocking_ms=int(settings.ack_fsync_timeout_s * 1000) * settings.ack_fsync
+            settings,
+            "api",
+            blocking_ms=int(settings.ack_fsync_timeout_s * 1000) * settings.ack_fsync,
         )
         stream = event_stream(settings, client)
         # Autocommit: a GET by id was five database round trips (pre-ping, BEGIN, the id
@@ -128,7 +132,7 @@ class ApiRuntime:
         )
         # The tail has a client of its own: it gives up on Redis fast and reads the database.
         cache = tail_cache(
-            settings, TailCache.client_for(settings.redis_url, settings.tail_timeout_s)
+            settings, TailCache.client_for(settings.redis_url_for("api"), settings.tail_timeout_s)
         )
         tail = TailService(
             cache,
@@ -169,7 +173,7 @@ class WriterRuntime:
 
     @classmethod
     def build(cls, settings: Settings) -> WriterRuntime:
-        client = redis_client(settings, blocking_ms=settings.writer_block_ms)
+        client = redis_client(settings, "writer", blocking_ms=settings.writer_block_ms)
         stream = event_stream(settings, client)
         engine = create_role_engine(settings, "writer", pool_size=1)
         writer = BatchWriter(
@@ -190,4 +194,4 @@ class WriterRuntime:
 
     @staticmethod
     def leases_for(settings: Settings, client: redis.Redis) -> SlotLeases:
-        return SlotLeases(client, settings.key("writer", "slot"), settings.writer_lease_s)
+        return SlotLeases(client, RedisKeys.of(settings).slots, settings.writer_lease_s)

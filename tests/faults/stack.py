@@ -131,7 +131,7 @@ class Stack:
     # --- what is in Redis ----------------------------------------------------------------------
     @contextlib.contextmanager
     def stream(self) -> Iterator[EventStream]:
-        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10)
+        client = redis.Redis.from_url(self.redis.admin_url, socket_timeout=10)
         try:
             yield event_stream(self.settings, client)
         finally:

@@ -15,6 +15,7 @@ import pytest
 import redis
 from falcon import testing
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
@@ -168,8 +169,10 @@ class TestDatabaseOutage:
     def test_nothing_is_lost(
         self, settings: Settings, logs_dir: Path, owner_db: Engine, tokens: Tokens
     ):
-        proxy = TcpProxy(5432).start()
-        url = settings.database_url.replace(":5432/", f":{proxy.port}/")
+        database = make_url(settings.database_url)
+        assert database.port is not None
+        proxy = TcpProxy(database.port).start()
+        url = database.set(port=proxy.port).render_as_string(hide_password=False)
         for lane in _lane(settings, logs_dir, tokens.admin, database_url=url):
             lane.worker().start()
             before = lane.post_many(100)

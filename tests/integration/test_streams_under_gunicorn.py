@@ -189,7 +189,7 @@ class TestTailSpeed:
                 conn.execute(text("ANALYZE events"))
             with owner.connect() as conn:  # reads through the API were audited: the log grew
                 last = conn.scalar(text("SELECT max(seq) FROM events"))
-            cache = tail_cache(big_log, redis_client(big_log))
+            cache = tail_cache(big_log, redis_client(big_log, "writer"))
             wait_for(lambda: cache.head() == last, what="the last batch cached")
             cache.close()
             figures = {}
