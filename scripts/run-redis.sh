@@ -2,7 +2,7 @@
 # `make run`'s own Redis: a redis-server on AUDITLOG_REDIS_URL's port (6380 by default, from
 # .env), its data in var/redis/ (append-only file: a 202 survives a restart), whose only users
 # are the service's ACL users (`auditlog redis-acl`, passwords from .env) and a default user
-# that may only PING.
+# no client can log in as (`redis-cli ping` answers NOAUTH: up, and closed to strangers).
 #
 # Why not the machine's Redis (6379): it is shared, and `make test` (CI runs it on the same
 # machine, perhaps after `make run`) and other checkouts use it as its default user with

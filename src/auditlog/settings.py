@@ -189,17 +189,21 @@ class Settings(BaseModel):
     def admin_url(self) -> URL:
         return make_url(self.admin_database_url).set(drivername="postgresql+psycopg")
 
-    def redis_url_for(self, role: RedisRole) -> str:
-        """The Redis URL one role connects with: its ACL user and password, if it has one."""
-        base = (
-            (self.broker_url or self.redis_url) if role in ("broker", "flower") else self.redis_url
-        )
-        password = {
+    def redis_password_for(self, role: RedisRole) -> str:
+        """The password of one role's Redis user (empty: it has none)."""
+        return {
             "api": self.redis_api_password,
             "writer": self.redis_writer_password,
             "broker": self.redis_broker_password,
             "flower": self.redis_flower_password,
         }[role]
+
+    def redis_url_for(self, role: RedisRole) -> str:
+        """The Redis URL one role connects with: its ACL user and password, if it has one."""
+        base = (
+            (self.broker_url or self.redis_url) if role in ("broker", "flower") else self.redis_url
+        )
+        password = self.redis_password_for(role)
         if not password:
             return base
         parts = urlsplit(base)

@@ -26,7 +26,7 @@ from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import REDIS_USERS, RedisRole, Settings
 from auditlog.storage.ratelimit import RateLimiter
-from auditlog.storage.redis_users import RedisKeys, acl_file
+from auditlog.storage.redis_users import DEFAULT_USER, RedisKeys, acl_file
 from auditlog.storage.stream import _APPEND, GROUP
 from tests import factories
 from tests.faults.servers import RedisProcess, redis_version
@@ -37,8 +37,9 @@ from tests.topology import FlowerProcess
 NOPERM = redis.exceptions.NoPermissionError
 Attempt = Callable[[redis.Redis, RedisKeys], object]
 
-# What a client without a password (Redis's default user) tries.
+# What a client that does not log in tries.
 ANYBODY_REFUSED: dict[str, Attempt] = {
+    "PING": lambda c, k: c.ping(),
     "XLEN": lambda c, k: c.xlen(k.stream),
     "GET": lambda c, k: c.get("anything"),
     "KEYS": lambda c, k: c.keys("*"),
@@ -67,7 +68,7 @@ API_REFUSED: dict[str, Attempt] = {
 def acl_redis(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RedisProcess, Settings]]:
-    """A Redis whose only users are the four roles' (and a PING-only default), and the
+    """A Redis whose only users are the four roles' (and a default no one can log in as), the
     session's deployment moved onto it (its own key prefix, the same database)."""
     own = settings.model_copy(
         update={
@@ -113,10 +114,11 @@ class TestAclFile:
         ).stdout
         assert written == acl_file(acl_settings, redis_version())
         for role in REDIS_USERS:
-            password = getattr(acl_settings, f"redis_{role}_password")
+            password = acl_settings.redis_password_for(role)
             assert password not in written
-        assert "+@all" not in written
-        assert written.splitlines()[0] == "user default reset on nopass +ping"
+        default, *users = written.splitlines()
+        assert default == DEFAULT_USER
+        assert not any("+@all" in user for user in users)
 
     def test_a_missing_password_is_refused_by_name(self, acl_settings: Settings):
         result = subprocess.run(
@@ -134,16 +136,20 @@ class TestEachUserHasOnlyItsRights:
     """What each role may not do is refused by Redis itself (NOPERM)."""
 
     @pytest.mark.parametrize("attempt", list(ANYBODY_REFUSED), ids=list(ANYBODY_REFUSED))
-    def test_nobody_without_a_password_but_ping(self, acl_settings: Settings, attempt: str):
+    def test_nothing_runs_without_a_password(self, acl_settings: Settings, attempt: str):
         anonymous = redis.Redis.from_url(acl_settings.redis_url, socket_timeout=5)
-        assert anonymous.ping()
-        with pytest.raises(NOPERM):
+        with pytest.raises(redis.AuthenticationError, match=r"(?i)authenticat"):
             ANYBODY_REFUSED[attempt](anonymous, RedisKeys.of(acl_settings))
 
-    def test_a_wrong_password_is_refused(self, acl_settings: Settings):
-        url = acl_settings.redis_url_for("api").replace(acl_settings.redis_api_password, "wrong")
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis.from_url(url).ping()
+    @pytest.mark.parametrize("user", ["default", "auditlog-api"])
+    def test_no_one_logs_in_without_the_password(self, acl_settings: Settings, user: str):
+        """Not even as the default user, which has no password to give."""
+        for password in ("", "wrong", acl_settings.redis_api_password + "x"):
+            client = redis.Redis.from_url(
+                acl_settings.redis_url, username=user, password=password or None
+            )
+            with pytest.raises(redis.AuthenticationError):
+                client.ping()
 
     @pytest.mark.parametrize("attempt", list(API_REFUSED), ids=list(API_REFUSED))
     def test_the_api_cannot_read_the_stream_or_keys_it_does_not_need(
@@ -193,6 +199,40 @@ class TestEachUserHasOnlyItsRights:
         assert flower.llen(f"{keys.broker}{keys.tasks}") >= 0
         with pytest.raises(NOPERM):
             flower.lpush(f"{keys.broker}{keys.tasks}", "a forged task")
+
+
+class TestRestartKeepsWhatWasAccepted:
+    """Redis replays its append-only file as the default user and checks the ACLs again at
+    each EXEC in it (redis/redis#14541); a request's append script with several events
+    reaches the file as MULTI/EXEC. So the default user keeps its rights (no one can log in
+    as it: DEFAULT_USER), or a restart would drop accepted events without a word."""
+
+    @pytest.mark.parametrize(
+        ("default", "kept"),
+        [(DEFAULT_USER, 5), ("user default reset on nopass +ping", 0)],
+        ids=["our-default-user", "a-ping-only-default-user"],
+    )
+    def test_events_appended_before_a_restart_are_there_after_it(
+        self, acl_settings: Settings, tmp_path: Path, default: str, kept: int
+    ):
+        """The second case shows why (if it ever fails, this Redis has the fix, and
+        DEFAULT_USER may lose its rights)."""
+        users = acl_file(acl_settings, redis_version()).replace(DEFAULT_USER, default)
+        server = RedisProcess(tmp_path / "redis", appendonly=True, acl=users).start()
+        own = acl_settings.model_copy(update={"redis_url": server.url})
+        runtime = ApiRuntime.build(own)
+        try:
+            runtime.ingest.record(factories.events(5), publisher="restart-test")
+            keys = RedisKeys.of(own)
+            with server.client() as admin:
+                assert admin.xlen(keys.stream) == 5
+            server.shutdown()  # AOF flushed and fsynced
+            server.start()
+            with server.client() as admin:
+                assert admin.xlen(keys.stream) == kept
+        finally:
+            runtime.close()
+            server.stop()
 
 
 class TestPipelineWithAclUsers:
@@ -252,7 +292,7 @@ class TestPipelineWithAclUsers:
         assert denials(server) == []
         logs = worker.log_path.read_text(errors="replace") + flower.log_path.read_text()
         assert "auditlog-broker:**@" in logs  # Celery names the user, masks the password
-        passwords = [getattr(own, f"redis_{role}_password") for role in REDIS_USERS]
+        passwords = [own.redis_password_for(role) for role in REDIS_USERS]
         assert [p for p in passwords if p in logs] == []
 
     def test_strict_acknowledgement_as_the_api_user(

@@ -12,7 +12,8 @@ only its keys:
 - broker: Celery's queues under `<prefix>:broker:`, nothing else.
 - flower: read those queues, follow the task events, inspect the workers; it cannot queue a
   task, and sees nothing of the stream or the tail.
-- default (no password): PING only, for health checks.
+- default: nobody (no password, and not `nopass`): a client that does not log in may run
+  nothing, not even PING (see DEFAULT_USER for why it still holds every right).
 
 Redis checks every command a script runs against the user running it, so a user that may
 run a script may run its commands directly too: the api user can XADD without the script's
@@ -157,12 +158,7 @@ def _supported(rule: str, version: Version) -> bool:
 def acl_rules(settings: Settings, role: RedisRole, version: Version) -> str:
     """One `user` line of an ACL file: the role's user, its password as a SHA-256 (the file
     holds no secret), and its rules for a Redis of this version."""
-    password = {
-        "api": settings.redis_api_password,
-        "writer": settings.redis_writer_password,
-        "broker": settings.redis_broker_password,
-        "flower": settings.redis_flower_password,
-    }[role]
+    password = settings.redis_password_for(role)
     if not password:
         raise SettingsError(f"AUDITLOG_REDIS_{role.upper()}_PASSWORD is empty")
     digest = hashlib.sha256(password.encode()).hexdigest()
@@ -170,13 +166,20 @@ def acl_rules(settings: Settings, role: RedisRole, version: Version) -> str:
     return " ".join(("user", REDIS_USERS[role], "reset", "on", f"#{digest}", *rules))
 
 
+# The default user: no password and not `nopass`, so no client can ever be it (a connection
+# without AUTH may run nothing). It keeps every right for one reader only: Redis itself,
+# which replays its append-only file as the default user and checks the ACLs again at each
+# EXEC of it (redis/redis#14541, valkey#3983). Every script with more than one write (the
+# append of a request's events) reaches the file as a MULTI/EXEC, so with a default user
+# of fewer rights a restart drops each such request without a word: events answered 202,
+# gone (tests/integration/test_redis_acl.py and the fault suite's Redis restarts show it).
+DEFAULT_USER = "user default reset on ~* &* +@all"
+
+
 def acl_file(settings: Settings, version: Version) -> str:
-    """An ACL file (redis-server --aclfile) with every role's user and a default user that
-    may only PING."""
-    lines = [
-        "user default reset on nopass +ping",
-        *(acl_rules(settings, role, version) for role in REDIS_USERS),
-    ]
+    """An ACL file (redis-server --aclfile): every role's user, and a default user that no
+    one can log in as (DEFAULT_USER)."""
+    lines = [DEFAULT_USER, *(acl_rules(settings, role, version) for role in REDIS_USERS)]
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from auditlog.settings import REDIS_USERS, Settings, SettingsError
-from auditlog.storage.redis_users import RedisKeys, acl_file, parse_version
+from auditlog.storage.redis_users import DEFAULT_USER, RedisKeys, acl_file, parse_version
 
 PASSWORDS = {f"AUDITLOG_REDIS_{role.upper()}_PASSWORD": f"pw-{role}" for role in REDIS_USERS}
 
@@ -26,7 +26,10 @@ class TestAclFile:
             digest = hashlib.sha256(f"pw-{role}".encode()).hexdigest()
             assert f" #{digest} " in users[name]
             assert f"pw-{role}" not in text
-        assert users["default"] == "user default reset on nopass +ping"
+        # Nobody can be the default user: no password, and not nopass (see DEFAULT_USER).
+        assert users["default"] == DEFAULT_USER
+        assert "nopass" not in DEFAULT_USER.split()
+        assert not any(w.startswith((">", "#")) for w in DEFAULT_USER.split())
 
     def test_commands_of_newer_servers_only_for_them(self):
         old, new = acl_file(settings(), (7, 0)), acl_file(settings(), (7, 4))
