@@ -42,7 +42,6 @@ fi
 touch .env
 chmod 600 .env
 secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))'; }
-new_db_passwords=0
 for name in AUDITLOG_FLOWER_PASSWORD \
   AUDITLOG_OWNER_PASSWORD AUDITLOG_WRITER_PASSWORD AUDITLOG_READER_PASSWORD \
   AUDITLOG_REDIS_API_PASSWORD AUDITLOG_REDIS_WRITER_PASSWORD \
@@ -50,7 +49,6 @@ for name in AUDITLOG_FLOWER_PASSWORD \
   if ! grep -q "^$name=" .env; then
     log "generating $name into .env"
     echo "$name=$(secret)" >>.env
-    case $name in AUDITLOG_OWNER_PASSWORD) new_db_passwords=1 ;; esac
   fi
 done
 # `make run`'s own Redis (scripts/run-redis.sh): not the machine's shared one on 6379.
@@ -63,7 +61,8 @@ if [ "${SKIP_DB_SETUP:-0}" != 1 ]; then
   .venv/bin/honcho run .venv/bin/auditlog migrate --setup
   # The key that signs tree heads; kept across runs (the log's identity), never committed.
   .venv/bin/auditlog keygen --if-missing >/dev/null
-  if [ "$new_db_passwords" = 1 ]; then
+  # Said once, the first time the roles get their passwords here (whatever ran first).
+  if [ ! -f var/pg_hba-advice-given ]; then
     hba=$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW hba_file' 2>/dev/null || echo "pg_hba.conf")
     cat <<MESSAGE
 setup: the roles auditlog_owner, auditlog_writer and auditlog_reader now have passwords (in
@@ -75,5 +74,6 @@ setup: the roles auditlog_owner, auditlog_writer and auditlog_reader now have pa
   The auditlog command needs them too: .venv/bin/honcho run .venv/bin/auditlog ...
   (The tests are unaffected: they bring a PostgreSQL of their own that requires passwords.)
 MESSAGE
+    mkdir -p var && touch var/pg_hba-advice-given
   fi
 fi
