@@ -4,6 +4,7 @@ Celery worker, and the app built with create_app."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import secrets
@@ -60,6 +61,8 @@ def suite_cluster() -> PrivatePostgres:
     if not _CLUSTER:
         cluster = PrivatePostgres(password=secrets.token_urlsafe(18)).init()
         _CLUSTER.append(cluster)
+        # Removed by the `cluster` fixture; this also when make_settings ran outside it.
+        atexit.register(cluster.remove)
         cluster.start()
     return _CLUSTER[0]
 
