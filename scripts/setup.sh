@@ -24,25 +24,28 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 stamp=.venv/.installed
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PYTHON" -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing the package and its dependencies into .venv"
+  log "installing the package, the client (client/) and their dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[serve,dev]'
+  # Two distributions sharing the `auditlog` namespace package: the server and the client
+  # (published on its own as auditlog-client; its tests run in this suite).
+  .venv/bin/pip install -q -e '.[serve,dev]' -e ./client
   echo "$want" >"$stamp"
 fi
 
 # Secrets, generated once into .env (git-ignored, mode 600): honcho reads it for `make run`,
-# `docker compose` for its services. Flower's basic auth; the database roles' passwords; the
-# Redis ACL users'; the compose PostgreSQL's superuser. Never printed.
+# `docker compose` for its services. Flower's basic auth; the key that authenticates list
+# cursors (the same on every API instance); the database roles' passwords; the Redis ACL
+# users'; the compose PostgreSQL's superuser. Never printed.
 touch .env
 chmod 600 .env
-secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))'; }
-for name in AUDITLOG_FLOWER_PASSWORD \
+secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))'; }
+for name in AUDITLOG_FLOWER_PASSWORD AUDITLOG_CURSOR_KEY \
   AUDITLOG_OWNER_PASSWORD AUDITLOG_WRITER_PASSWORD AUDITLOG_READER_PASSWORD \
   AUDITLOG_REDIS_API_PASSWORD AUDITLOG_REDIS_WRITER_PASSWORD \
   AUDITLOG_REDIS_BROKER_PASSWORD AUDITLOG_REDIS_FLOWER_PASSWORD POSTGRES_PASSWORD; do

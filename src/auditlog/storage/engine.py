@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine, NullPool, create_engine
-from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from auditlog.settings import Role, Settings
 
@@ -15,19 +15,32 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _engine(settings: Settings, url: URL, name: str, **options: Any) -> Engine:
-    """The one factory: connect and statement timeouts, JSON through orjson, a name that
-    says in pg_stat_activity (and the server's log) who connected."""
-    return create_engine(
-        url,
-        json_serializer=_dumps,
-        json_deserializer=orjson.loads,
-        connect_args={
+def _connection_options(settings: Settings, name: str) -> dict[str, Any]:
+    """What every engine has: connect and statement timeouts, JSON through orjson, a name
+    that says in pg_stat_activity (and the server's log) who connected."""
+    return {
+        "json_serializer": _dumps,
+        "json_deserializer": orjson.loads,
+        "connect_args": {
             "connect_timeout": 3,
             "application_name": f"auditlog-{name}",
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
         },
-        **options,
+    }
+
+
+def _role_options(
+    settings: Settings, role: Role, pool_size: int | None, autocommit: bool
+) -> dict[str, Any]:
+    return dict(
+        pool_size=pool_size or settings.db_pool_size,
+        max_overflow=0,
+        pool_timeout=5,
+        # A pooled connection to a PostgreSQL that restarted is found dead and replaced
+        # instead of failing the next request.
+        pool_pre_ping=True,
+        **_connection_options(settings, role),
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
 
 
@@ -40,17 +53,18 @@ def create_role_engine(
     trips around it; for the read path, whose statements only read an append-only log (a
     read that needs one snapshot across statements asks for a transaction itself).
     """
-    return _engine(
-        settings,
-        settings.url_for(role),
-        role,
-        pool_size=pool_size or settings.db_pool_size,
-        max_overflow=0,
-        pool_timeout=5,
-        # A pooled connection to a PostgreSQL that restarted is found dead and replaced
-        # instead of failing the next request.
-        pool_pre_ping=True,
-        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
+    return create_engine(
+        settings.url_for(role), **_role_options(settings, role, pool_size, autocommit)
+    )
+
+
+def create_async_role_engine(
+    settings: Settings, role: Role, *, pool_size: int | None = None, autocommit: bool = True
+) -> AsyncEngine:
+    """The same as create_role_engine for asyncio (the API's reads): psycopg's async
+    connections in SQLAlchemy's async pool, autocommit unless asked otherwise."""
+    return create_async_engine(
+        settings.url_for(role), **_role_options(settings, role, pool_size, autocommit)
     )
 
 
@@ -59,4 +73,9 @@ def create_admin_engine(settings: Settings, *, database: str | None = None) -> E
     cannot take: the owner role, the database, its extension. Autocommit (CREATE DATABASE
     runs outside a transaction), no pool: it is used once and let go."""
     url = settings.admin_url if database is None else settings.admin_url.set(database=database)
-    return _engine(settings, url, "admin", poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    return create_engine(
+        url,
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+        **_connection_options(settings, "admin"),
+    )
