@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,19 @@ from typing import Any
 import orjson
 import pytest
 import redis
+import redis.asyncio as aredis
 import requests
 from falcon import testing
+from falcon.util import async_to_sync
 from sqlalchemy import Engine
 
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import REDIS_USERS, RedisRole, Settings
-from auditlog.storage.ratelimit import RateLimiter
+from auditlog.storage.ratelimit import Bucket, RateLimiter
 from auditlog.storage.redis_users import DEFAULT_USER, RedisKeys, acl_file
-from auditlog.storage.stream import _APPEND, GROUP
+from auditlog.storage.stream import GROUP
+from auditlog.storage.stream_append import _APPEND
 from tests import factories
 from tests.faults.servers import RedisProcess, redis_version
 from tests.helpers import WorkerProcess, settings_env, wait_for
@@ -175,8 +179,17 @@ class TestEachUserHasOnlyItsRights:
             append(keys=[keys.stream, keys.stream], args=[1000, "", "", "", 1, payload])
         with pytest.raises(NOPERM):
             writer.xadd(keys.stream, {"e": payload})
-        with pytest.raises(NOPERM):
-            RateLimiter(writer, keys.ratelimit).take("somebody", 1.0, 1)
+        # The rate-limit buckets are the API's: neither spent nor charged by the writer.
+        bucket = Bucket("somebody", 1.0, 1)
+        buckets = aredis.Redis.from_url(acl_settings.redis_url_for("writer"))
+        limiter = RateLimiter(buckets, keys.ratelimit)
+        try:
+            with pytest.raises(NOPERM):
+                async_to_sync(limiter.take, bucket)
+            with pytest.raises(NOPERM):
+                async_to_sync(limiter.charge, bucket, 1)
+        finally:
+            async_to_sync(buckets.aclose)
         with pytest.raises(NOPERM):
             writer.lpush(f"{keys.broker}{keys.tasks}", "x")
         assert writer.xlen(keys.stream) == 0
@@ -222,7 +235,7 @@ class TestRestartKeepsWhatWasAccepted:
         own = acl_settings.model_copy(update={"redis_url": server.url})
         runtime = ApiRuntime.build(own)
         try:
-            runtime.ingest.record(factories.events(5), publisher="restart-test")
+            async_to_sync(runtime.ingest.record, factories.events(5), publisher="restart-test")
             keys = RedisKeys.of(own)
             with server.client() as admin:
                 assert admin.xlen(keys.stream) == 5
@@ -231,13 +244,15 @@ class TestRestartKeepsWhatWasAccepted:
             with server.client() as admin:
                 assert admin.xlen(keys.stream) == kept
         finally:
-            runtime.close()
+            async_to_sync(runtime.close)
             server.stop()
 
 
 class TestPipelineWithAclUsers:
-    """Ingest -> writer -> query, the tail cache, the reads' audit records, /metrics and
-    Flower, each as its own user: everything works and Redis refused nothing."""
+    """Ingest -> writer -> query, the tail cache, the reads' audit records, refused work
+    charged against a key's rate, /metrics' queue depth, readiness and Flower, each as its
+    own user (the API's asyncio clients as auditlog-api): everything works and Redis refused
+    nothing."""
 
     def test_everything_works_and_nothing_is_refused(
         self,
@@ -262,9 +277,14 @@ class TestPipelineWithAclUsers:
             got = client.simulate_get(f"/v1/events/{sent[0]['id']}")
             assert got.status_code == 200
             assert got.json["publisher"] == "test-admin"
+            # Refused work is charged against the key's rate (the buckets' charge script).
+            refused = post(client, [factories.event(service="auditlog")])
+            assert refused.status_code == 422, refused.text
+            with server.client() as admin:
+                assert admin.exists(f"{RedisKeys.of(own).ratelimit}:test-admin")
 
             def tail_from_cache() -> Any:
-                answer = runtime.tail.tail({"service": "billing", "limit": "5"})
+                answer = async_to_sync(runtime.tail.tail, {"service": "billing", "limit": "5"})
                 return answer.source == "cache" and answer
 
             tail = wait_for(tail_from_cache, timeout=10, what="the tail served from the cache")
@@ -286,7 +306,7 @@ class TestPipelineWithAclUsers:
 
             wait_for(flower_sees_the_worker, timeout=30, interval=1, what="Flower's inspect")
         finally:
-            runtime.close()
+            async_to_sync(runtime.close)
             flower.stop()
             worker.stop()
         assert denials(server) == []
@@ -312,6 +332,35 @@ class TestPipelineWithAclUsers:
             answer = post(client, factories.events(3))
             assert answer.status_code == 202, answer.text
         finally:
-            runtime.close()
+            async_to_sync(runtime.close)
             server.set_appendonly(False)
+        assert denials(server) == []
+
+    def test_the_waitaof_round_trip_as_the_api_user(self, acl_redis: tuple[RedisProcess, Settings]):
+        """Where Redis has WAITAOF (7.2+), a strict append is the append script and WAITAOF
+        in one pipeline, whose script redis-py loads with SCRIPT EXISTS (and SCRIPT LOAD)
+        first. This Redis may be older: the appender is told it has WAITAOF, so that the
+        same round trip runs (WAITAOF then answers "unknown command": not confirmed), and
+        everything in it must be allowed."""
+        server, own = acl_redis
+        with server.client() as admin:
+            admin.script_flush()  # the script is loaded by the pipeline, not found cached
+            admin.acl_log_reset()
+            before = admin.xlen(RedisKeys.of(own).stream)
+        runtime = ApiRuntime.build(own)
+        appender = runtime.appender
+        appender._persistence = ("waitaof", time.monotonic())
+        payload = orjson.dumps(factories.event())
+        try:
+            replies, _ = async_to_sync(
+                appender._append_fsynced,
+                [appender.key, appender.key],
+                [1000, "", "", "", 1, payload],
+                1000,
+            )
+        finally:
+            async_to_sync(runtime.close)
+        assert [len(reply) for reply in replies] == [1]  # one request, one entry id
+        with server.client() as admin:
+            assert admin.xlen(RedisKeys.of(own).stream) == before + 1
         assert denials(server) == []

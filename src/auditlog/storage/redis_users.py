@@ -5,8 +5,9 @@ its own (kombu's queues, bindings and channels) under `<prefix>:broker:`. Each r
 as a user of its own (settings.REDIS_USERS) and may run only the commands its code runs, on
 only its keys:
 
-- api: append to the stream (the append script: XADD, with the rate-limit buckets), its
-  length and the dead letters' (for /metrics), read the tail cache, PING.
+- api: append to the stream (the append script: XADD, with the rate-limit buckets, which
+  the API also spends from and charges refused work to), its length and the dead letters'
+  (for /metrics), read the tail cache, PING.
 - writer: read, acknowledge, claim and dead-letter entries of its group; the slot leases;
   write the tail cache. It cannot append to the stream.
 - broker: Celery's queues under `<prefix>:broker:`, nothing else.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from redis.connection import parse_url
 
 from auditlog.settings import REDIS_USERS, RedisRole, Settings, SettingsError
+from auditlog.storage.stream import dead_key
 
 Version = tuple[int, int]
 # Commands some roles use that older servers do not know (an ACL rule naming an unknown
@@ -58,7 +60,7 @@ class RedisKeys:
         stream = settings.key("events")
         return cls(
             stream=stream,
-            dead_letters=f"{stream}:dead",
+            dead_letters=dead_key(stream),
             ratelimit=settings.key("ratelimit"),
             tail=settings.key("tail"),
             slots=settings.key("writer", "slot"),
@@ -82,8 +84,10 @@ def _rules(keys: RedisKeys, role: RedisRole) -> list[str]:
             *common,
             # ack_fsync: INFO persistence, WAITAOF (7.2+), else CONFIG GET appendfsync.
             *("+info", "+waitaof", "+config|get"),
-            # The scripts (append, rate-limit bucket, tail reads) and what they run.
-            *("+evalsha", "+script|load", "+time"),
+            # The scripts (append, rate-limit take and charge, tail reads) and what they
+            # run; a script sent in a pipeline (the append with WAITAOF) is first looked for
+            # with SCRIPT EXISTS.
+            *("+evalsha", "+script|load", "+script|exists", "+time"),
             f"~{events}",
             f"~{keys.ratelimit}:*",
             f"~{tail}:*",
