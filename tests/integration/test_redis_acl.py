@@ -213,6 +213,38 @@ class TestEachUserHasOnlyItsRights:
         with pytest.raises(NOPERM):
             flower.lpush(f"{keys.broker}{keys.tasks}", "a forged task")
 
+    def test_flower_with_its_control_api_on_still_cannot_queue_a_task(
+        self, acl_redis: tuple[RedisProcess, Settings], logs_dir: Path
+    ):
+        """AUDITLOG_FLOWER_CONTROL=true lets an operator shut workers down or revoke tasks
+        (broadcasts on the control channel, Flower's to make); sending a task would declare
+        and push into the worker's queue, which Flower's user may not."""
+        server, own = acl_redis
+        keys = RedisKeys.of(own)
+        queue = f"{keys.broker}{keys.tasks}"
+        with server.client() as admin:
+            admin.acl_log_reset()
+            before = admin.llen(queue)
+        flower = FlowerProcess(own.model_copy(update={"flower_control": True}), logs_dir)
+        try:
+            flower.start()
+            answer = requests.post(
+                f"http://{flower.address}/flower/api/task/send-task/auditlog.drain",
+                auth=flower.auth,
+                json={},
+                timeout=30,
+            )
+        finally:
+            flower.kill()  # a throwaway: no need to wait for its graceful stop
+        assert answer.status_code == 503, answer.text[:300]  # "Broker ... unavailable"
+        with server.client() as admin:
+            assert admin.llen(queue) == before
+        # Refused by Redis, as Flower's user, on the task queue's keys (its binding first).
+        refused = denials(server)
+        assert refused
+        assert {(d["username"], d["reason"]) for d in refused} == {("auditlog-flower", "key")}
+        assert all(keys.tasks in d["object"] for d in refused), refused
+
 
 class TestRestartKeepsWhatWasAccepted:
     """Redis replays its append-only file as the default user and checks the ACLs again at
