@@ -75,11 +75,12 @@ def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
 
 
 def stream_appender(settings: Settings, client: aredis.Redis) -> StreamAppender:
+    keys = RedisKeys.of(settings)
     return StreamAppender(
         client,
-        RedisKeys.of(settings).stream,
+        keys.stream,
         backlog_limit=settings.backlog_limit,
-        bucket_prefix=RedisKeys.of(settings).ratelimit,
+        bucket_prefix=keys.ratelimit,
         fsync_timeout_ms=int(settings.ack_fsync_timeout_s * 1000) if settings.ack_fsync else None,
     )
 

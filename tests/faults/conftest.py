@@ -131,10 +131,18 @@ def stack(
 
 
 @pytest.fixture(autouse=True)
-def stack_up(stack: Stack) -> Stack:
-    """Each scenario starts with everything running, whatever the one before left."""
+def stack_up(stack: Stack, redis_server: RedisProcess) -> Iterator[Stack]:
+    """Each scenario starts with everything running, whatever the one before left, and ends
+    with Redis having refused its programs nothing (a refusal the code swallows, such as a
+    rate-limit charge, shows only in the ACL LOG; a Redis restart empties it, so what is
+    checked is what came after the last one)."""
     stack.ensure_up()
-    return stack
+    with redis_server.client() as admin:
+        admin.acl_log_reset()
+    yield stack
+    with redis_server.client() as admin:
+        refused = admin.acl_log(count=100)
+    assert refused == [], refused
 
 
 @pytest.fixture(scope="session")
