@@ -19,8 +19,8 @@ COPY deploy ./deploy
 # The worker's pool processes keep their Prometheus values here (PROMETHEUS_MULTIPROC_DIR).
 # The key volumes are mounted on these directories; a new volume takes their owner.
 RUN useradd --system --uid 10001 --home-dir /app auditlog \
-    && mkdir -p /tmp/metrics /signing-key /public-key \
-    && chown auditlog /tmp/metrics /signing-key /public-key
+    && mkdir -p /tmp/metrics /signing-key /public-key /redis-acl \
+    && chown auditlog /tmp/metrics /signing-key /public-key /redis-acl
 USER auditlog
 
 EXPOSE 8000 5555 9101

@@ -14,11 +14,13 @@ setup:  ## Install everything (TimescaleDB, .venv, dependencies) and migrate the
 
 run: setup  ## Set up, then start the whole topology in the foreground (Ctrl-C stops it)
 	@echo "API: http://127.0.0.1:8080 (nginx; instances on 8081 and 8082, /metrics on each)"
+	@echo "Redis: make run's own, with ACL users (AUDITLOG_REDIS_URL in .env; data in var/redis/)"
 	@echo "Flower: http://127.0.0.1:5555/flower/ and http://127.0.0.1:8080/flower/"
 	@echo "  user auditlog, password: AUDITLOG_FLOWER_PASSWORD in .env"
 	@echo "worker metrics: http://127.0.0.1:9101/metrics"
-	@echo "Every /v1 request needs a key. First one (its token is printed last, once):"
-	@echo "  $(BIN)/auditlog keys create --name admin --scope admin"
+	@echo "Every /v1 request needs a key. First one (its token is printed last, once; honcho run"
+	@echo "gives the command .env's passwords):"
+	@echo "  $(BIN)/honcho run $(BIN)/auditlog keys create --name admin --scope admin"
 	@echo "  curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:8080/v1/events"
 	PATH="$(CURDIR)/$(BIN):$$PATH:/usr/sbin" $(BIN)/honcho start -f Procfile
 
@@ -48,8 +50,8 @@ fmt:  ## Format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-migrate:  ## Run the migrations against AUDITLOG_DATABASE_URL
-	$(BIN)/auditlog migrate --setup
+migrate:  ## Run the migrations against AUDITLOG_DATABASE_URL (with the passwords in .env)
+	$(BIN)/honcho run $(BIN)/auditlog migrate --setup
 
 clean:  ## Remove the virtualenv and caches (the database stays)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

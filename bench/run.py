@@ -38,10 +38,10 @@ from tests import factories
 from tests.helpers import WorkerProcess, clear_redis, seal_tree, wait_for
 from tests.topology import ApiInstance, NginxProcess
 
-from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner, generate_key
 from auditlog.services.auth import KeyAdmin
 from auditlog.settings import Settings
+from auditlog.storage.admin import drop_database, migrate, setup_database
 from auditlog.storage.event_writer import EventWriter
 from auditlog.storage.keys import KeyStore
 from bench import loader, report, tools

@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy import create_engine
 
-from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner, generate_key
 from auditlog.settings import Settings
+from auditlog.storage.admin import drop_database, migrate, setup_database
 from auditlog.storage.batch import COPY_CHUNK, COPY_SQL, PreparedEvent
 from auditlog.storage.event_writer import (
     DEDUPE_SQL,

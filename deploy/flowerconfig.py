@@ -1,4 +1,4 @@
-"""Flower's settings: `celery -A auditlog.tasks.worker flower --conf=deploy/flowerconfig.py`.
+"""Flower's settings: `celery -A auditlog.tasks.flower flower --conf=deploy/flowerconfig.py`.
 
 Flower (tornado) executes this file and reads the names below that match its options. The
 credentials come from the auditlog settings (AUDITLOG_FLOWER_USER, AUDITLOG_FLOWER_PASSWORD);
@@ -8,7 +8,8 @@ Every path asks for the password, on Flower's own port and through nginx alike: 
 itself leaves some open (/metrics and /healthcheck show host names, task names, memory;
 /logout, /static/), so each of its routes is served, below, by a subclass that checks the
 password before anything else. Its control API is off (read-only mode: 403) unless
-AUDITLOG_FLOWER_CONTROL=true.
+AUDITLOG_FLOWER_CONTROL=true; even then, its Redis user (auditlog.tasks.flower logs in as
+it) may not queue a task.
 """
 
 from typing import Any

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from auditlog.settings import Settings
+from auditlog.storage.engine import create_role_engine
 from auditlog.storage.schema import metadata
 
 config = context.config
@@ -29,7 +30,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(settings.url_for("owner"), future=True)
+    engine = create_role_engine(settings, "owner", pool_size=1)
     try:
         _run_online(engine)
     finally:

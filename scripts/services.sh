@@ -15,17 +15,8 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   log "starting Redis"
   mkdir -p /var/lib/redis /var/log/redis
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
-    --appendonly "${REDIS_APPENDONLY:-no}" --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis does not answer on 127.0.0.1:6379" >&2; exit 1; }
 
-# `make run` asks for a Redis that keeps what it acknowledged (REDIS_APPENDONLY=yes): a 202
-# means "in Redis", and without the AOF a Redis restart loses every event not yet written
-# (README, "Durability"). A Redis already running without it is switched at run time.
-if [ "${REDIS_APPENDONLY:-no}" = yes ] \
-  && [ "$(redis-cli -h 127.0.0.1 -p 6379 config get appendonly | tail -n 1)" != yes ]; then
-  log "turning on Redis's append-only file (appendonly yes, appendfsync everysec)"
-  redis-cli -h 127.0.0.1 -p 6379 config set appendfsync everysec >/dev/null
-  redis-cli -h 127.0.0.1 -p 6379 config set appendonly yes >/dev/null
-fi

@@ -9,13 +9,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 $SUDO bash scripts/install-timescaledb.sh
-# The tests bring their own persistent Redis where they need one; `make run` wants the AOF
-# (REDIS_APPENDONLY=no make run keeps Redis as it is).
-if [ "${SKIP_DB_SETUP:-0}" != 1 ]; then
-  $SUDO env REDIS_APPENDONLY="${REDIS_APPENDONLY:-yes}" bash scripts/services.sh
-else
-  $SUDO bash scripts/services.sh
-fi
+# The machine's PostgreSQL and Redis: `make run`'s database lives in the former; the tests use
+# the latter (with key prefixes of their own), `make run` has a Redis of its own (below).
+$SUDO bash scripts/services.sh
 
 # nginx (Debian's package) balances over the API instances in `make run` and in the tests.
 # Only the binary is used: our own configuration runs it in the foreground; the package's
@@ -53,21 +49,45 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 
-# Secrets `make run` (honcho) reads from .env, generated once: Flower's basic-auth password and
-# the key that authenticates list cursors (the same on every API instance).
-secret() {
-  if [ ! -f .env ] || ! grep -q "^$1=" .env; then
-    log "generating $1 into .env"
-    echo "$1=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))')" >>.env
-    chmod 600 .env
+# Secrets, generated once into .env (git-ignored, mode 600): honcho reads it for `make run`,
+# `docker compose` for its services. Flower's basic auth; the key that authenticates list
+# cursors (the same on every API instance); the database roles' passwords; the Redis ACL
+# users'; the compose PostgreSQL's superuser. Never printed.
+touch .env
+chmod 600 .env
+secret() { .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))'; }
+for name in AUDITLOG_FLOWER_PASSWORD AUDITLOG_CURSOR_KEY \
+  AUDITLOG_OWNER_PASSWORD AUDITLOG_WRITER_PASSWORD AUDITLOG_READER_PASSWORD \
+  AUDITLOG_REDIS_API_PASSWORD AUDITLOG_REDIS_WRITER_PASSWORD \
+  AUDITLOG_REDIS_BROKER_PASSWORD AUDITLOG_REDIS_FLOWER_PASSWORD POSTGRES_PASSWORD; do
+  if ! grep -q "^$name=" .env; then
+    log "generating $name into .env"
+    echo "$name=$(secret)" >>.env
   fi
-}
-secret AUDITLOG_FLOWER_PASSWORD
-secret AUDITLOG_CURSOR_KEY
+done
+# `make run`'s own Redis (scripts/run-redis.sh): not the machine's shared one on 6379.
+grep -q '^AUDITLOG_REDIS_URL=' .env || echo "AUDITLOG_REDIS_URL=redis://127.0.0.1:6380/0" >>.env
 
 if [ "${SKIP_DB_SETUP:-0}" != 1 ]; then
-  log "database: setup-db and migrations"
-  .venv/bin/auditlog migrate --setup
+  bash scripts/run-redis.sh
+  log "database: setup-db and migrations (the roles get their passwords from .env)"
+  # The roles' passwords go to PostgreSQL as SCRAM verifiers, never in clear.
+  .venv/bin/honcho run .venv/bin/auditlog migrate --setup
   # The key that signs tree heads; kept across runs (the log's identity), never committed.
   .venv/bin/auditlog keygen --if-missing >/dev/null
+  # Said once, the first time the roles get their passwords here (whatever ran first).
+  if [ ! -f var/pg_hba-advice-given ]; then
+    hba=$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW hba_file' 2>/dev/null || echo "pg_hba.conf")
+    cat <<MESSAGE
+setup: the roles auditlog_owner, auditlog_writer and auditlog_reader now have passwords (in
+  .env), but this machine's PostgreSQL may still let them in without one (trust). To require
+  them, as root, add these two lines above the first other line of $hba:
+    local  all  auditlog_owner,auditlog_writer,auditlog_reader                scram-sha-256
+    host   all  auditlog_owner,auditlog_writer,auditlog_reader  127.0.0.1/32  scram-sha-256
+  then reload: pg_ctlcluster 15 main reload (or SELECT pg_reload_conf() as postgres).
+  The auditlog command needs them too: .venv/bin/honcho run .venv/bin/auditlog ...
+  (The tests are unaffected: they bring a PostgreSQL of their own that requires passwords.)
+MESSAGE
+    mkdir -p var && touch var/pg_hba-advice-given
+  fi
 fi

@@ -296,7 +296,7 @@ class FlowerProcess(Service):
             "-m",
             "celery",
             "-A",
-            "auditlog.tasks.worker",
+            "auditlog.tasks.flower",
             "flower",
             f"--conf={ROOT / 'deploy' / 'flowerconfig.py'}",
             "--address=127.0.0.1",

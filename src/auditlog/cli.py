@@ -13,9 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
 
 from auditlog.auditor import LogClient, Outcome, Unreachable, check_extends, check_published
@@ -31,69 +28,12 @@ from auditlog.nginx import KNOBS, Topology, write_config
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import KeyAdmin
 from auditlog.services.ingest import IngestService
-from auditlog.settings import ROLE_NAMES, Role, Settings, SettingsError
+from auditlog.settings import Settings, SettingsError
+from auditlog.storage.admin import migrate, setup_database
 from auditlog.storage.checkpoints import CheckpointStore
+from auditlog.storage.engine import create_role_engine
 from auditlog.storage.keys import ApiKey, KeyExists, KeyStore
 from auditlog.storage.tree import TreeStore
-
-
-def alembic_config(settings: Settings) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(settings.migrations_dir))
-    config.attributes["settings"] = settings
-    return config
-
-
-def _quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def setup_database(settings: Settings) -> None:
-    """As a superuser: the owner role, the database and the TimescaleDB extension."""
-    owner = ROLE_NAMES["owner"]
-    name = settings.database_name
-    admin = create_engine(settings.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": owner}) is None:
-            conn.execute(text(f"CREATE ROLE {owner} LOGIN CREATEROLE"))
-        if settings.owner_password:
-            conn.execute(
-                text(f"ALTER ROLE {owner} PASSWORD {_quote_literal(settings.owner_password)}")
-            )
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": name})
-        if exists is None:
-            conn.execute(text(f'CREATE DATABASE "{name}" OWNER {owner}'))
-    admin.dispose()
-    target = create_engine(settings.admin_url.set(database=name), isolation_level="AUTOCOMMIT")
-    with target.connect() as conn:
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS timescaledb"))
-    target.dispose()
-
-
-def migrate(settings: Settings, revision: str = "head") -> None:
-    """As the owner: run the migrations, then give the roles their passwords, if any."""
-    command.upgrade(alembic_config(settings), revision)
-    passwords: dict[Role, str] = {
-        "writer": settings.writer_password,
-        "reader": settings.reader_password,
-    }
-    if any(passwords.values()):
-        engine = create_engine(settings.url_for("owner"))
-        with engine.begin() as conn:
-            for role, password in passwords.items():
-                if password:
-                    conn.execute(
-                        text(f"ALTER ROLE {ROLE_NAMES[role]} PASSWORD {_quote_literal(password)}")
-                    )
-        engine.dispose()
-
-
-def drop_database(settings: Settings) -> None:
-    """As a superuser: drop the database (tests and `make clean` only)."""
-    admin = create_engine(settings.admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{settings.database_name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _cmd_setup_db(settings: Settings, args: argparse.Namespace) -> int:
@@ -112,7 +52,7 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     from auditlog.runtime import event_stream, redis_client  # noqa: PLC0415 - CLI only
 
-    stream = event_stream(settings, redis_client(settings))
+    stream = event_stream(settings, redis_client(settings, "writer"))
     letters = stream.dead_letters(args.limit)
     print(f"{stream.dead_letter_count()} dead-lettered entries")
     for letter in letters:
@@ -124,7 +64,7 @@ def _cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_queue(settings: Settings, args: argparse.Namespace) -> int:
     from auditlog.runtime import event_stream, redis_client  # noqa: PLC0415 - CLI only
 
-    stream = event_stream(settings, redis_client(settings))
+    stream = event_stream(settings, redis_client(settings, "api"))
     print(f"waiting or being written: {stream.depth()}")
     print(f"dead-lettered: {stream.dead_letter_count()}")
     return 0
@@ -324,7 +264,7 @@ def _verify_database(
 ) -> int:
     """Recompute the whole log; the latest checkpoint, checked against the policy, is one
     more anchor."""
-    engine = create_engine(settings.url_for("reader"))
+    engine = create_role_engine(settings, "reader", pool_size=1)
     try:
         latest = CheckpointStore(engine).latest()
         checked = Outcome()
@@ -377,7 +317,7 @@ def _verify_tiles(
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     since = parse_timestamp(args.since) if args.since else None
     until = parse_timestamp(args.until) if args.until else None
-    engine = create_engine(settings.url_for("reader"))
+    engine = create_role_engine(settings, "reader", pool_size=1)
     out = sys.stdout.buffer if args.out in (None, "-") else open(args.out, "wb")  # noqa: SIM115
     try:
         with TreeStore(engine).snapshot() as snap:
@@ -448,11 +388,11 @@ def _key_admin(settings: Settings) -> tuple[KeyAdmin, Callable[[], None]]:
     """Key administration as the owner, each change also recorded in the log."""
     from auditlog.runtime import async_redis_client, limits, stream_appender  # noqa: PLC0415
 
-    engine = create_engine(settings.url_for("owner"))
+    engine = create_role_engine(settings, "owner", pool_size=1)
     operator = f"{getpass.getuser()}@{socket.gethostname()}"
 
     async def recorded(what: str, key: ApiKey) -> bool:
-        client = async_redis_client(settings)
+        client = async_redis_client(settings, "api")
         try:
             ingest = IngestService(
                 stream_appender(settings, client),
@@ -543,6 +483,22 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         return _KEY_COMMANDS[args.keys_command](admin, settings, args)
     finally:
         close()
+
+
+def _cmd_redis_acl(settings: Settings, args: argparse.Namespace) -> int:
+    from auditlog.storage.redis_users import acl_file, parse_version  # noqa: PLC0415 - CLI only
+
+    try:
+        text = acl_file(settings, parse_version(args.redis_version))
+    except (ValueError, SettingsError) as exc:
+        print(f"auditlog: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text)
+        print(f"wrote the ACL users of {settings.redis_prefix!r} to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _cmd_nginx_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -705,6 +661,19 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_key_commands(sub)
     commands["keys"] = _cmd_keys
+    p = sub.add_parser(
+        "redis-acl",
+        help="write the ACL file of the Redis users (api, writer, broker, flower) "
+        "from AUDITLOG_REDIS_*_PASSWORD (make run, docker compose)",
+    )
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.add_argument(
+        "--redis-version",
+        required=True,
+        help="the server's version (`redis-server --version`), e.g. 7.0.15: rules that name "
+        "commands it lacks are left out",
+    )
+    commands["redis-acl"] = _cmd_redis_acl
     p = sub.add_parser(
         "nginx-config", help="render deploy/nginx/ for a local topology (make run, tests)"
     )

@@ -27,7 +27,7 @@ from auditlog.services.queries import QueryService
 from auditlog.services.tail import TailService, TailUpdater
 from auditlog.services.tiles import TileService
 from auditlog.services.writer import BatchWriter
-from auditlog.settings import Settings, SettingsError
+from auditlog.settings import RedisRole, Settings, SettingsError
 from auditlog.storage.checkpoints import CheckpointReader, Publications
 from auditlog.storage.engine import create_async_role_engine, create_role_engine
 from auditlog.storage.event_writer import EventWriter
@@ -35,6 +35,7 @@ from auditlog.storage.events import EventReader
 from auditlog.storage.keys import KeyReader
 from auditlog.storage.leases import SlotLeases
 from auditlog.storage.ratelimit import RateLimiter
+from auditlog.storage.redis_users import RedisKeys
 from auditlog.storage.stream import EventStream
 from auditlog.storage.stream_append import StreamAppender
 from auditlog.storage.tail import TailCache, TailReader
@@ -42,11 +43,12 @@ from auditlog.storage.tree import TreeReader
 from auditlog.storage.witnesses import WitnessClient
 
 
-def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
-    """A Redis client whose waits are bounded (beyond any blocking read it will make)."""
+def redis_client(settings: Settings, role: RedisRole, *, blocking_ms: int = 0) -> redis.Redis:
+    """A Redis client, logged in as the role's user, whose waits are bounded (beyond any
+    blocking read it will make)."""
     timeout = settings.redis_timeout_s + blocking_ms / 1000
     return redis.Redis.from_url(
-        settings.redis_url,
+        settings.redis_url_for(role),
         socket_timeout=timeout,
         socket_connect_timeout=settings.redis_timeout_s,
         health_check_interval=30,
@@ -54,14 +56,20 @@ def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
 
 
 def async_redis_client(
-    settings: Settings, *, blocking_ms: int = 0, timeout_s: float | None = None, retry: bool = True
+    settings: Settings,
+    role: RedisRole,
+    *,
+    blocking_ms: int = 0,
+    timeout_s: float | None = None,
+    retry: bool = True,
 ) -> aredis.Redis:
-    """The asyncio client of an API process: bounded waits; `retry=False` for a client that
-    gives up at once (the tail cache: the database is its retry)."""
+    """The asyncio client of an API process, logged in as the role's user: bounded waits;
+    `retry=False` for a client that gives up at once (the tail cache: the database is its
+    retry)."""
     timeout = (timeout_s or settings.redis_timeout_s) + blocking_ms / 1000
     options: dict[str, Any] = {} if retry else {"retry": Retry(NoBackoff(), 0)}
     return aredis.Redis.from_url(
-        settings.redis_url,
+        settings.redis_url_for(role),
         socket_timeout=timeout,
         socket_connect_timeout=timeout_s or settings.redis_timeout_s,
         health_check_interval=30,
@@ -70,21 +78,22 @@ def async_redis_client(
 
 
 def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
-    return EventStream(client, settings.key("events"))
+    return EventStream(client, RedisKeys.of(settings).stream)
 
 
 def stream_appender(settings: Settings, client: aredis.Redis) -> StreamAppender:
+    keys = RedisKeys.of(settings)
     return StreamAppender(
         client,
-        settings.key("events"),
+        keys.stream,
         backlog_limit=settings.backlog_limit,
-        bucket_prefix=settings.key("ratelimit"),
+        bucket_prefix=keys.ratelimit,
         fsync_timeout_ms=int(settings.ack_fsync_timeout_s * 1000) if settings.ack_fsync else None,
     )
 
 
 def tail_cache(settings: Settings, client: redis.Redis) -> TailCache:
-    return TailCache(client, settings.key("tail"), size=settings.tail_size)
+    return TailCache(client, RedisKeys.of(settings).tail, size=settings.tail_size)
 
 
 def limits(settings: Settings) -> Limits:
@@ -172,9 +181,12 @@ class ApiRuntime:
                 "AUDITLOG_CURSOR_KEY: required by the API (the same secret on every instance; "
                 "`make run` generates one into .env)"
             )
+        redis_keys = RedisKeys.of(settings)
         # With AUDITLOG_ACK_FSYNC an append waits (WAITAOF) for up to its timeout.
         client = async_redis_client(
-            settings, blocking_ms=int(settings.ack_fsync_timeout_s * 1000) * settings.ack_fsync
+            settings,
+            "api",
+            blocking_ms=int(settings.ack_fsync_timeout_s * 1000) * settings.ack_fsync,
         )
         appender = stream_appender(settings, client)
         # Autocommit: a GET by id was five database round trips (pre-ping, BEGIN, the id
@@ -196,7 +208,7 @@ class ApiRuntime:
         keys = KeyReader(reader)
         authenticator = Authenticator(
             keys,
-            RateLimiter(client, settings.key("ratelimit")),
+            RateLimiter(client, redis_keys.ratelimit),
             ttl_s=settings.key_cache_s,
             default_rate_per_s=settings.rate_limit_per_s,
             default_burst=settings.rate_limit_burst,
@@ -204,8 +216,8 @@ class ApiRuntime:
         # The tail has a client of its own: it gives up on Redis fast and reads the database.
         tail = TailService(
             TailReader(
-                async_redis_client(settings, timeout_s=settings.tail_timeout_s, retry=False),
-                settings.key("tail"),
+                async_redis_client(settings, "api", timeout_s=settings.tail_timeout_s, retry=False),
+                redis_keys.tail,
             ),
             store,
             size=settings.tail_size,
@@ -254,7 +266,7 @@ class WriterRuntime:
 
     @classmethod
     def build(cls, settings: Settings) -> WriterRuntime:
-        client = redis_client(settings, blocking_ms=settings.writer_block_ms)
+        client = redis_client(settings, "writer", blocking_ms=settings.writer_block_ms)
         stream = event_stream(settings, client)
         engine = create_role_engine(settings, "writer", pool_size=1)
         writer = BatchWriter(
@@ -275,4 +287,4 @@ class WriterRuntime:
 
     @staticmethod
     def leases_for(settings: Settings, client: redis.Redis) -> SlotLeases:
-        return SlotLeases(client, settings.key("writer", "slot"), settings.writer_lease_s)
+        return SlotLeases(client, RedisKeys.of(settings).slots, settings.writer_lease_s)

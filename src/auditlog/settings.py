@@ -7,6 +7,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import URL, make_url
@@ -20,6 +21,16 @@ ROLE_NAMES: dict[Role, str] = {
     "owner": "auditlog_owner",
     "writer": "auditlog_writer",
     "reader": "auditlog_reader",
+}
+
+# Redis ACL users, one per role (storage/redis_users.py says what each may do): the API, the
+# batch writers, Celery's broker connection (worker), Flower.
+RedisRole = Literal["api", "writer", "broker", "flower"]
+REDIS_USERS: dict[RedisRole, str] = {
+    "api": "auditlog-api",
+    "writer": "auditlog-writer",
+    "broker": "auditlog-broker",
+    "flower": "auditlog-flower",
 }
 
 
@@ -52,8 +63,14 @@ class Settings(BaseModel):
     read_statement_timeout_ms: int = Field(default=10_000, ge=100)
 
     # Redis: the ingest stream and its consumer group; Celery's broker may live elsewhere.
+    # The URLs carry host, port and database; the user comes from the role, the password from
+    # the role's setting (empty: Redis's default user, a Redis without ACLs).
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""  # empty: the same as redis_url
+    redis_api_password: str = ""
+    redis_writer_password: str = ""
+    redis_broker_password: str = ""
+    redis_flower_password: str = ""
     redis_prefix: str = Field(default="auditlog", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     redis_timeout_s: float = Field(default=2.0, gt=0)
 
@@ -203,9 +220,32 @@ class Settings(BaseModel):
     def admin_url(self) -> URL:
         return make_url(self.admin_database_url).set(drivername="postgresql+psycopg")
 
+    def redis_password_for(self, role: RedisRole) -> str:
+        """The password of one role's Redis user (empty: it has none)."""
+        return {
+            "api": self.redis_api_password,
+            "writer": self.redis_writer_password,
+            "broker": self.redis_broker_password,
+            "flower": self.redis_flower_password,
+        }[role]
+
+    def redis_url_for(self, role: RedisRole) -> str:
+        """The Redis URL one role connects with: its ACL user and password, if it has one."""
+        base = (
+            (self.broker_url or self.redis_url) if role in ("broker", "flower") else self.redis_url
+        )
+        password = self.redis_password_for(role)
+        if not password:
+            return base
+        parts = urlsplit(base)
+        where = parts.netloc.rpartition("@")[2]
+        user = f"{quote(REDIS_USERS[role], safe='')}:{quote(password, safe='')}"
+        return urlunsplit(parts._replace(netloc=f"{user}@{where}"))
+
     @property
     def celery_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
+        """Celery's broker, as the worker connects to it (Flower: redis_url_for("flower"))."""
+        return self.redis_url_for("broker")
 
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""

@@ -1,10 +1,14 @@
 """The fault-injection suite's world: a PostgreSQL and a Redis of its own (the faults stop
 and restart them), its own database, and the production topology on top (nginx, two API
 instances, a Celery worker), under load. Nothing here touches the machine's shared servers.
+
+As in production: PostgreSQL requires every role's password, and Redis's only users are
+the roles' ACL users (`auditlog redis-acl`), each program logging in as its own.
 """
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,16 +19,23 @@ from sqlalchemy import create_engine
 
 from auditlog.integrity.heads import generate_key
 from auditlog.services.auth import KeyAdmin
-from auditlog.settings import Settings
+from auditlog.settings import REDIS_USERS, Settings
 from auditlog.storage.keys import KeyStore
+from auditlog.storage.redis_users import acl_file
 from tests.faults import report
-from tests.faults.servers import PrivatePostgres, RedisProcess
+from tests.faults.servers import PrivatePostgres, RedisProcess, redis_version
 from tests.faults.stack import Ledger, Stack
 from tests.helpers import settings_env
 
 # The suite's backlog limit: more than a 30 s database outage at the suite's load
 # (1,000 events/s), small enough for the overload scenario to fill it within seconds.
 BACKLOG_LIMIT = 50_000
+PREFIX = "auditlog-faults"
+# The roles' passwords (PostgreSQL's and Redis's), generated for the run.
+PASSWORDS = {
+    **{f"{role}_password": secrets.token_urlsafe(18) for role in ("owner", "writer", "reader")},
+    **{f"redis_{role}_password": secrets.token_urlsafe(18) for role in REDIS_USERS},
+}
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -47,7 +58,7 @@ def faults_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres().init()
+    server = PrivatePostgres(password=secrets.token_urlsafe(18)).init()
     server.start()
     yield server
     server.remove()
@@ -55,7 +66,8 @@ def pg() -> Iterator[PrivatePostgres]:
 
 @pytest.fixture(scope="session")
 def redis_server(faults_dir: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(faults_dir / "redis", appendonly=True).start()
+    users = acl_file(Settings.from_env({}, redis_prefix=PREFIX, **PASSWORDS), redis_version())
+    server = RedisProcess(faults_dir / "redis", appendonly=True, acl=users).start()
     yield server
     server.stop()
 
@@ -69,7 +81,8 @@ def faults_settings(pg: PrivatePostgres, redis_server: RedisProcess, faults_dir:
         database_url=pg.url("auditlog_faults"),
         admin_database_url=pg.admin_url,
         redis_url=redis_server.url,
-        redis_prefix="auditlog-faults",
+        redis_prefix=PREFIX,
+        **PASSWORDS,
         signing_key_path=key_dir / "signing-key.pem",
         backlog_limit=BACKLOG_LIMIT,
         log_format="json",
@@ -118,10 +131,18 @@ def stack(
 
 
 @pytest.fixture(autouse=True)
-def stack_up(stack: Stack) -> Stack:
-    """Each scenario starts with everything running, whatever the one before left."""
+def stack_up(stack: Stack, redis_server: RedisProcess) -> Iterator[Stack]:
+    """Each scenario starts with everything running, whatever the one before left, and ends
+    with Redis having refused its programs nothing (a refusal the code swallows, such as a
+    rate-limit charge, shows only in the ACL LOG; a Redis restart empties it, so what is
+    checked is what came after the last one)."""
     stack.ensure_up()
-    return stack
+    with redis_server.client() as admin:
+        admin.acl_log_reset()
+    yield stack
+    with redis_server.client() as admin:
+        refused = admin.acl_log(count=100)
+    assert refused == [], refused
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""PostgreSQL and Redis servers of the suite's own: the faults stop, kill and restart them.
+"""PostgreSQL and Redis servers of a suite's own, on free ports: the faults stop, kill and
+restart them; the integration suite runs on such a PostgreSQL with passwords required, and
+proves the Redis ACLs on such a Redis.
 
 The machine's shared PostgreSQL (5432) and Redis (6379) are never touched: a fault that
 stops a database or restarts Redis does it to one of these, started on a free port.
@@ -22,6 +24,9 @@ import redis
 from tests.helpers import wait_for
 from tests.topology import free_port
 
+# The suite's own user on a Redis with ACLs (what an operator with Redis's admin rights is).
+ADMIN_USER = "suite-admin"
+ADMIN_PASSWORD = "suite-admin-password"  # a throwaway server's
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -30,10 +35,14 @@ class PrivatePostgres:
     """A PostgreSQL cluster in a temporary directory, with TimescaleDB, on a free port.
 
     pg_ctl refuses to run as root, so as root the cluster belongs to the `postgres` OS user.
-    Authentication is `trust` (loopback only): the tests connect as any role.
+    With a `password` (the superuser's), every connection must give its role's password
+    (scram-sha-256 in pg_hba, for the socket and TCP alike) and DDL statements are logged,
+    so that a test can read what the server kept; without one, authentication is `trust`
+    (loopback only) and the tests connect as any role.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, password: str | None = None) -> None:
+        self.password = password
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="auditlog-faults-pg-"))
         self.data = self.root / "data"
@@ -46,7 +55,8 @@ class PrivatePostgres:
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        user = "postgres" if self.password is None else f"postgres:{self.password}"
+        return f"postgresql://{user}@127.0.0.1:{self.port}/postgres"
 
     def url(self, database: str) -> str:
         return f"postgresql://127.0.0.1:{self.port}/{database}"
@@ -60,11 +70,22 @@ class PrivatePostgres:
         )
 
     def init(self) -> PrivatePostgres:
-        self._run(
-            str(PG_BIN / "initdb"),
-            *("-D", str(self.data), "-U", "postgres", "-A", "trust"),
-            *("-E", "UTF8", "--locale=C.UTF-8", "--no-sync"),
-        )
+        auth = ["-A", "trust"]
+        if self.password is not None:
+            pwfile = self.root / "superuser-password"
+            pwfile.write_text(self.password + "\n")
+            if self._as_owner:
+                shutil.chown(pwfile, "postgres")
+            pwfile.chmod(0o600)
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            self._run(
+                str(PG_BIN / "initdb"),
+                *("-D", str(self.data), "-U", "postgres", *auth),
+                *("-E", "UTF8", "--locale=C.UTF-8", "--no-sync"),
+            )
+        finally:
+            (self.root / "superuser-password").unlink(missing_ok=True)
         return self
 
     def start(self) -> None:
@@ -76,6 +97,7 @@ class PrivatePostgres:
                 "-c shared_preload_libraries=timescaledb",
                 "-c timescaledb.telemetry_level=off",
                 "-c max_connections=100",
+                *(() if self.password is None else ("-c log_statement=ddl",)),
             )
         )
         self._run(
@@ -111,6 +133,14 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def redis_version() -> tuple[int, int]:
+    """The (major, minor) version of the redis-server the suites start."""
+    out = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True, check=True)
+    word = next(w for w in out.stdout.split() if w.startswith("v="))
+    major, minor = word.removeprefix("v=").split(".")[:2]
+    return int(major), int(minor)
+
+
 class RedisProcess:
     """A redis-server of the suite's own, on a free TCP port (Celery's broker needs TCP).
 
@@ -119,9 +149,12 @@ class RedisProcess:
     persistence the crashed server had.
     """
 
-    def __init__(self, directory: Path, *, appendonly: bool = True):
+    def __init__(self, directory: Path, *, appendonly: bool = True, acl: str | None = None) -> None:
+        """`acl`: the users' ACL file (its text); with one, the suite's own clients log in
+        as `ADMIN_USER`, a user it adds with every right."""
         self.directory = directory
         self.appendonly = appendonly
+        self.acl = acl
         self.port = free_port()
         self.log_path = directory / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -131,13 +164,34 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+        if self.acl is None:
+            return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=10,
+            username=ADMIN_USER,
+            password=ADMIN_PASSWORD,
+        )
+
+    @property
+    def admin_url(self) -> str:
+        """A URL with every right (the suite's own inspections)."""
+        if self.acl is None:
+            return self.url
+        return f"redis://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
+        acl: list[str] = []
+        if self.acl is not None:
+            path = self.directory / "users.acl"
+            path.write_text(f"{self.acl}user {ADMIN_USER} on >{ADMIN_PASSWORD} ~* &* +@all\n")
+            acl = ["--aclfile", str(path)]
         self.proc = subprocess.Popen(
             [
                 REDIS_SERVER,
+                *acl,
                 *("--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--dir", str(self.directory), "--logfile", str(self.log_path)),
                 *("--save", "", "--appendonly", "yes" if self.appendonly else "no"),

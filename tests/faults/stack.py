@@ -132,7 +132,7 @@ class Stack:
     # --- what is in Redis ----------------------------------------------------------------------
     @contextlib.contextmanager
     def stream(self) -> Iterator[EventStream]:
-        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10)
+        client = redis.Redis.from_url(self.redis.admin_url, socket_timeout=10)
         try:
             yield event_stream(self.settings, client)
         finally:
@@ -147,7 +147,7 @@ class Stack:
         checks: what a poison or a redelivery looks like to the writers."""
 
         async def append() -> list[str]:
-            client = async_redis_client(self.settings)
+            client = async_redis_client(self.settings, "api")
             try:
                 return await stream_appender(self.settings, client).append(payloads)
             finally:

@@ -1,11 +1,14 @@
-"""The real stack for integration tests: a fresh database migrated for this run, a Redis
-prefix of its own, a real Celery worker, and the app built with create_app."""
+"""The real stack for integration tests: a PostgreSQL cluster of the run's own that requires
+every role's password, a fresh database migrated in it, a Redis prefix of its own, a real
+Celery worker, and the app built with create_app."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
+import secrets
 import tempfile
 import time
 import uuid
@@ -22,13 +25,14 @@ from falcon.util import async_to_sync
 from sqlalchemy import Engine, create_engine, text
 
 from auditlog.app import create_app
-from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import generate_key
 from auditlog.log import configure_logging
 from auditlog.runtime import ApiRuntime
 from auditlog.services.auth import MISS_RELOAD_S, KeyAdmin
 from auditlog.settings import Settings
+from auditlog.storage.admin import drop_database, migrate, setup_database
 from auditlog.storage.keys import KeyStore
+from tests.faults.servers import PrivatePostgres
 from tests.helpers import WorkerProcess, clear_redis, wait_for
 
 # One signing key for the run (tree heads are signed by the workers with it).
@@ -47,13 +51,43 @@ TEST_OVERRIDES: dict[str, Any] = {
 }
 
 
+# The run's PostgreSQL: scram-sha-256 for every connection, so the tests run as production
+# should, with passwords required (the machine's cluster trusts loopback). Its roles'
+# passwords, generated for the run; the cluster starts on first use (about a second).
+PASSWORDS = {
+    f"{role}_password": secrets.token_urlsafe(18) for role in ("owner", "writer", "reader")
+}
+_CLUSTER: list[PrivatePostgres] = []
+
+
+def suite_cluster() -> PrivatePostgres:
+    if not _CLUSTER:
+        cluster = PrivatePostgres(password=secrets.token_urlsafe(18)).init()
+        _CLUSTER.append(cluster)
+        # Removed by the `cluster` fixture; this also when make_settings ran outside it.
+        atexit.register(cluster.remove)
+        cluster.start()
+    return _CLUSTER[0]
+
+
 def make_settings(**overrides: Any) -> Settings:
+    """Settings of a deployment of its own: a database (to create) in the run's cluster and
+    a Redis prefix."""
     run = uuid.uuid4().hex[:10]
+    cluster = suite_cluster()
     return Settings.from_env(
-        database_url=f"postgresql://127.0.0.1:5432/auditlog_test_{run}",
+        database_url=cluster.url(f"auditlog_test_{run}"),
+        admin_database_url=cluster.admin_url,
         redis_prefix=f"auditlog-test-{run}",
-        **{**TEST_OVERRIDES, **overrides},
+        **{**PASSWORDS, **TEST_OVERRIDES, **overrides},
     )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[PrivatePostgres]:
+    """The run's PostgreSQL, removed (with every database in it) at the end."""
+    yield suite_cluster()
+    _CLUSTER.pop().remove()
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +174,7 @@ def server_log(production_logging: None) -> Iterator[LogCapture]:
 
 
 @pytest.fixture(scope="session")
-def settings() -> Iterator[Settings]:
+def settings(cluster: PrivatePostgres) -> Iterator[Settings]:
     settings = make_settings()
     setup_database(settings)
     migrate(settings)

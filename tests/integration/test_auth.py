@@ -17,8 +17,10 @@ from sqlalchemy import Engine, text
 
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
+from auditlog.services.auth import MISS_RELOAD_S, new_token, token_hash
 from auditlog.settings import Settings
-from auditlog.storage.keys import KeyStore
+from auditlog.storage.engine import create_role_engine
+from auditlog.storage.keys import ApiKey, KeyStore
 from tests import factories
 from tests.helpers import event_stream, settings_env, wait_for
 from tests.integration.conftest import (
@@ -414,12 +416,58 @@ class TestKeyCommands:
             ["--name", "w", "--scope", "write"],
             ["--name", "r", "--scope", "read", "--service", "billing"],
             ["--name", "w2", "--scope", "write", "--service", "Not A Service"],
+            ["--name", "auditlog", "--scope", "admin"],
+            ["--name", "w3", "--scope", "write", "--service", "auditlog"],
         ],
     )
     def test_bad_key_definitions_are_refused(self, settings: Settings, args: list[str]):
         result = self.cli(settings, "create", *args)
         assert result.returncode == 2
         assert result.stderr.startswith("auditlog: ")
+        if "auditlog" in args:
+            assert "reserved" in result.stderr
+
+
+class TestReservedNames:
+    """No producer can make an event that passes for one the log records about itself."""
+
+    def test_the_services_own_names_are_refused_with_reasons(
+        self, client: testing.TestClient, owner_db: Engine, worker: object
+    ):
+        own_type = factories.event(type="auditlog.key.created")
+        own_service = factories.event(service="auditlog")
+        bare = factories.event(type="auditlog")
+        result = post(client, [own_type, own_service, bare])
+        assert result.status_code == 422
+        problems = {(e["index"], e["field"]): e["message"] for e in result.json["errors"]}
+        assert set(problems) == {(0, "type"), (1, "service"), (2, "type")}
+        assert all("reserved" in message for message in problems.values())
+
+        cloud = factories.cloudevent(source="auditlog", type="auditlog.query.executed")
+        result = post(client, cloud, content_type="application/cloudevents+json")
+        assert result.status_code == 422
+        assert {e["field"] for e in result.json["errors"]} == {"source", "type"}
+
+        # Near misses are anybody's.
+        fine = [factories.event(type="auditlogs.x"), factories.event(service="auditlog-ui")]
+        assert post(client, fine).status_code == 202
+        wait_stored(owner_db, [e["id"] for e in fine])
+        assert stored_counts(owner_db, [own_type["id"], own_service["id"], bare["id"]]) == {}
+
+    def test_a_key_named_auditlog_cannot_send_even_if_put_in_by_hand(
+        self, app: Any, settings: Settings
+    ):
+        engine = create_role_engine(settings, "owner", pool_size=1)
+        token = new_token()
+        try:
+            KeyStore(engine).create(ApiKey("auditlog", "admin"), token_hash(token))
+            time.sleep(MISS_RELOAD_S * 1.5)
+            result = post(authorized(app, token), factories.event())
+        finally:
+            KeyStore(engine).revoke("auditlog")
+            engine.dispose()
+        assert result.status_code == 403
+        assert "reserved" in result.json["description"]
 
 
 @pytest.fixture(scope="module")

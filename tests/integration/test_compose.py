@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -147,7 +147,7 @@ class TestImagesAndTopology:
                 else:
                     assert condition == "service_started", (name, condition)
         for name in (*app_services(services), "nginx"):
-            if name != "migrate":
+            if services[name].get("restart") != "no":  # one-shot jobs need none
                 assert "healthcheck" in services[name], name
 
 
@@ -224,3 +224,50 @@ class TestPortsAgree:
     def test_body_limit_is_the_apps(self, services: dict[str, dict[str, Any]]):
         limits = {Settings.from_env(environment(s)).max_body_bytes for s in apis(services).values()}
         assert limits == {int(environment(services["nginx"])["MAX_BODY_BYTES"])}
+
+
+class TestLeastPrivilege:
+    """Each program gets the passwords of its own roles, and Redis loads the users that the
+    one-shot redis-acl service writes, for the version of the image it runs."""
+
+    WANTED: ClassVar[dict[str, set[str]]] = {
+        "api-1": {"READER", "REDIS_API"},
+        "api-2": {"READER", "REDIS_API"},
+        "worker": {"WRITER", "REDIS_WRITER", "REDIS_BROKER"},
+        "flower": {"REDIS_FLOWER", "FLOWER"},
+        "migrate": {"OWNER", "WRITER", "READER"},
+        "redis-acl": {"REDIS_API", "REDIS_WRITER", "REDIS_BROKER", "REDIS_FLOWER"},
+    }
+
+    def test_each_program_has_only_its_own_passwords(self, services: dict[str, dict[str, Any]]):
+        held = {
+            name: {
+                key.removeprefix(PREFIX).removesuffix("_PASSWORD")
+                for key in environment(service)
+                if key.endswith("_PASSWORD")
+            }
+            for name, service in app_services(services).items()
+        }
+        assert held == self.WANTED
+
+    def test_redis_loads_the_users_redis_acl_writes_for_its_version(
+        self, services: dict[str, dict[str, Any]]
+    ):
+        job, redis_service = services["redis-acl"], services["redis"]
+        out = option(command(job), "--out")
+        assert job["restart"] == "no"
+        assert redis_service["depends_on"]["redis-acl"]["condition"] == (
+            "service_completed_successfully"
+        )
+        volume, written_dir = job["volumes"][0].split(":")
+        mounted = next(v for v in redis_service["volumes"] if v.startswith(f"{volume}:"))
+        read_dir = mounted.split(":")[1]
+        acl = option(command(redis_service), "--aclfile")
+        assert acl == out.replace(written_dir, read_dir, 1)
+        image_version = redis_service["image"].split(":")[1]
+        assert option(command(job), "--redis-version") == image_version
+        # Without a password PING answers NOAUTH: Redis is up (and closed to strangers).
+        assert redis_service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+    def test_flower_logs_in_as_its_own_user(self, services: dict[str, dict[str, Any]]):
+        assert command(services["flower"])[:3] == ["celery", "-A", "auditlog.tasks.flower"]

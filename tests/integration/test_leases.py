@@ -18,7 +18,7 @@ def leases(settings: Settings) -> SlotLeases:
     own = settings.model_copy(
         update={"redis_prefix": f"{settings.redis_prefix}-{uuid.uuid4().hex[:6]}"}
     )
-    return SlotLeases(redis_client(own), own.key("writer", "slot"), ttl_s=5)
+    return SlotLeases(redis_client(own, "writer"), own.key("writer", "slot"), ttl_s=5)
 
 
 class TestSlotLeases:
@@ -42,6 +42,6 @@ class TestSlotLeases:
 
     def test_redis_not_answering_is_unavailable(self, settings: Settings):
         gone = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-        leases = SlotLeases(redis_client(gone), gone.key("writer", "slot"), ttl_s=5)
+        leases = SlotLeases(redis_client(gone, "writer"), gone.key("writer", "slot"), ttl_s=5)
         with pytest.raises(Unavailable):
             leases.renew(0, "a")

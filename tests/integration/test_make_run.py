@@ -1,12 +1,14 @@
 """`make run`'s Procfile under honcho: everything starts, and SIGTERM stops it all cleanly.
 
 The Procfile is the shipped one; only its ports and run directory are moved (HTTP_PORT, …,
-RUN_DIR), and the deployment is the test's own (database, Redis prefix).
+RUN_DIR), and the deployment is the test's own (database, Redis prefix). As in `make run`,
+its Redis has the ACL users of `auditlog redis-acl` and every program logs in as its own.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -18,14 +20,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 import requests
 from sqlalchemy import Engine
 
-from auditlog.settings import Settings
+from auditlog.settings import REDIS_USERS, Settings
+from auditlog.storage.redis_users import acl_file
 from auditlog.storage.stream import GROUP
 from tests import factories
-from tests.helpers import ROOT, WorkerProcess, clear_redis, settings_env, wait_for
+from tests.faults.servers import RedisProcess, redis_version
+from tests.helpers import ROOT, WorkerProcess, settings_env, wait_for
 from tests.integration.conftest import Tokens, wait_stored
 from tests.topology import free_port, world_readable_dir
 
@@ -52,8 +55,13 @@ class TestMakeRun:
             update={
                 "redis_prefix": f"{settings.redis_prefix}-run{uuid.uuid4().hex[:4]}",
                 "flower_password": "make-run-test",
+                **{f"redis_{role}_password": secrets.token_urlsafe(18) for role in REDIS_USERS},
             }
         )
+        server = RedisProcess(
+            tmp_path / "redis", appendonly=False, acl=acl_file(own, redis_version())
+        ).start()
+        own = own.model_copy(update={"redis_url": server.url})
         ports = {
             name: free_port() for name in ("HTTP_PORT", "API_1_PORT", "API_2_PORT", "FLOWER_PORT")
         }
@@ -142,7 +150,7 @@ class TestMakeRun:
             assert not listening(port), port
 
         # The writers finished the batches they held: nothing is left read but unwritten.
-        client = redis.Redis.from_url(own.redis_url)
+        client = server.client()
         try:
             assert int(client.xpending(own.key("events"), GROUP)["pending"]) == 0
             # What they had not read yet waits for the next start, and is then written once.
@@ -154,4 +162,7 @@ class TestMakeRun:
                 worker.stop()
         finally:
             client.close()
-            clear_redis(own)
+            with server.client() as admin:
+                refused = admin.acl_log(count=100)
+            server.stop()
+        assert refused == [], "Redis refused a program something it does"

@@ -16,6 +16,7 @@ import redis
 from falcon import testing
 from falcon.util import async_to_sync
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
@@ -169,8 +170,10 @@ class TestDatabaseOutage:
     def test_nothing_is_lost(
         self, settings: Settings, logs_dir: Path, owner_db: Engine, tokens: Tokens
     ):
-        proxy = TcpProxy(5432).start()
-        url = settings.database_url.replace(":5432/", f":{proxy.port}/")
+        database = make_url(settings.database_url)
+        assert database.port is not None
+        proxy = TcpProxy(database.port).start()
+        url = database.set(port=proxy.port).render_as_string(hide_password=False)
         for lane in _lane(settings, logs_dir, tokens.admin, database_url=url):
             lane.worker().start()
             before = lane.post_many(100)

@@ -115,6 +115,17 @@ class TestTokensAreNotLogged:
         assert [form for form in leaks(stored, tokens.admin) if form != tokens.admin] == []
         assert not leaks(worker.log_path.read_text(errors="replace"), *everyone)
 
+    def test_the_roles_passwords_are_not_logged(
+        self, settings: Settings, server_log: LogCapture, app: Any, worker: WorkerProcess
+    ):
+        """The database roles' passwords (the suite's cluster requires them) appear in no
+        log line of the app's or the worker's (Redis's are checked by test_redis_acl)."""
+        testing.TestClient(app).simulate_get("/readyz")
+        passwords = [settings.owner_password, settings.writer_password, settings.reader_password]
+        assert all(passwords)
+        for text_ in ("\n".join(server_log.lines), worker.log_path.read_text(errors="replace")):
+            assert [p for p in passwords if p in text_] == []
+
     def test_the_keys_listing_shows_no_secret(self, app: Any, tokens: Tokens, settings: Settings):
         everyone = (tokens.admin, tokens.reader, tokens.billing_writer)
         listing = authorized(app, tokens.admin).simulate_get("/v1/keys")

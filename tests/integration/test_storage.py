@@ -12,10 +12,10 @@ from alembic import command
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from auditlog.cli import alembic_config, drop_database, migrate, setup_database
 from auditlog.integrity.heads import HeadSigner
 from auditlog.integrity.verify import LogVerifier, interleave
 from auditlog.settings import Role, Settings
+from auditlog.storage.admin import alembic_config, drop_database, migrate, setup_database
 from auditlog.storage.engine import create_role_engine
 from auditlog.storage.event_writer import EventWriter, StoreRejected, StoreUnavailable
 from auditlog.storage.tree import TreeStore
@@ -261,6 +261,40 @@ def queued(**overrides: Any) -> dict[str, Any]:
     event.update(received_at=event["occurred_at"], publisher=None)
     event.update(overrides)
     return event
+
+
+class TestCopyEncoding:
+    """What the writer stores is what it was given, whatever the edge let through."""
+
+    def test_text_that_would_break_a_copy_row_is_stored_as_it_came(self):
+        scratch = make_settings()  # a log of its own: these services are no one's
+        setup_database(scratch)
+        migrate(scratch)
+        writer = create_role_engine(scratch, "writer", pool_size=1)
+        owner = create_role_engine(scratch, "owner", pool_size=1)
+        nasty = ["tab\there", "new\nline", "cr\rlf\r\n", "back\\slash", "\\N", "\\.", "\\"]
+        events = [
+            queued(type=value, service=value, publisher=value, action=value, data={"v": value})
+            for value in nasty
+        ]
+        try:
+            result = EventWriter(writer, HeadSigner.from_file(SIGNING_KEY)).write(events)
+            assert len(result.stored) == len(events)
+            with owner.connect() as conn:
+                rows = conn.execute(
+                    text("SELECT id::text, type, service, publisher, action, data FROM events")
+                )
+                stored = {row[0]: tuple(row[1:]) for row in rows}
+            with TreeStore(writer).snapshot() as snap:
+                report = LogVerifier(PUBLIC_KEY).run(interleave(snap.events(), snap.heads()))
+            assert report.intact, report.findings
+        finally:
+            writer.dispose()
+            owner.dispose()
+            drop_database(scratch)
+        assert len(stored) == len(events)
+        for event, value in zip(events, nasty, strict=True):
+            assert stored[event["id"]] == (value, value, value, value, {"v": value})
 
 
 class TestWriteFailures:

@@ -12,14 +12,13 @@ from typing import Any
 
 import orjson
 import pytest
-import redis.asyncio as aredis
 from falcon.util import async_to_sync
 from sqlalchemy import create_engine, text
 
-from auditlog.cli import drop_database, migrate, setup_database
-from auditlog.runtime import ApiRuntime
+from auditlog.runtime import ApiRuntime, async_redis_client
 from auditlog.services.ingest import EnvelopeFormat
 from auditlog.settings import Settings
+from auditlog.storage.admin import drop_database, migrate, setup_database
 from auditlog.storage.tail import TailReader
 from tests import factories
 from tests.helpers import ApiProcess, WorkerProcess, clear_redis, rss_kib, seal_tree, wait_for
@@ -194,7 +193,7 @@ class TestTailSpeed:
                 conn.execute(text("ANALYZE events"))
             with owner.connect() as conn:  # reads through the API were audited: the log grew
                 last = conn.scalar(text("SELECT max(seq) FROM events"))
-            cache = TailReader(aredis.Redis.from_url(big_log.redis_url), big_log.key("tail"))
+            cache = TailReader(async_redis_client(big_log, "api"), big_log.key("tail"))
             wait_for(lambda: async_to_sync(cache.head) == last, what="the last batch cached")
             async_to_sync(cache.close)
             figures = {}

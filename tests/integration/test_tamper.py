@@ -22,11 +22,11 @@ from sqlalchemy import Connection, Engine, create_engine, text
 
 from auditlog.app import create_app
 from auditlog.canonical import stored_event
-from auditlog.cli import drop_database, migrate, setup_database
 from auditlog.integrity.heads import TreeHead
 from auditlog.integrity.leaf import leaf_hash
 from auditlog.runtime import ApiRuntime, checkpoint_publisher
 from auditlog.settings import Settings
+from auditlog.storage.admin import drop_database, migrate, setup_database
 from tests import factories
 from tests.helpers import WorkerProcess, clear_redis, settings_env
 from tests.integration.conftest import (

@@ -55,6 +55,25 @@ class TestFromEnv:
         with pytest.raises(SettingsError, match="AUDITLOG_ACK_FSYNC_TIMEOUT_S"):
             Settings.from_env({"AUDITLOG_ACK_FSYNC_TIMEOUT_S": "0"})
 
+    def test_redis_urls_per_role(self):
+        settings = Settings.from_env(
+            {
+                "AUDITLOG_REDIS_URL": "redis://cache.internal:6380/2",
+                "AUDITLOG_BROKER_URL": "redis://broker.internal:6381/0",
+                "AUDITLOG_REDIS_API_PASSWORD": "a/b@c:d",
+                "AUDITLOG_REDIS_FLOWER_PASSWORD": "f",
+            }
+        )
+        assert (
+            settings.redis_url_for("api")
+            == "redis://auditlog-api:a%2Fb%40c%3Ad@cache.internal:6380/2"
+        )
+        assert settings.redis_url_for("writer") == "redis://cache.internal:6380/2"  # no password
+        assert (
+            settings.redis_url_for("flower") == "redis://auditlog-flower:f@broker.internal:6381/0"
+        )
+        assert settings.celery_broker_url == "redis://broker.internal:6381/0"
+
     def test_redis_keys_are_prefixed(self):
         assert Settings.from_env({"AUDITLOG_REDIS_PREFIX": "x"}).key("events") == "x:events"
 

@@ -12,11 +12,12 @@ import structlog
 from auditlog.canonical import format_timestamp
 from auditlog.errors import AuditlogError
 from auditlog.services.ingest import IngestService
+from auditlog.services.reserved import NAME, TYPE_PREFIX
 from auditlog.storage.keys import ApiKey
 
 log = structlog.get_logger("auditlog.audit")
 
-SERVICE = "auditlog"
+SERVICE = NAME
 # What a read's record keeps of the request: a client's text is bounded, so that a read
 # cannot make the log grow faster than the client sends (the whole query string is kept as
 # its SHA-256 and length when anything was left out).
@@ -75,7 +76,7 @@ class SelfAudit:
             data["query_sha256"] = hashlib.sha256(query_string.encode()).hexdigest()
             data["query_bytes"] = len(query_string.encode())
         event = {
-            "type": "auditlog.query.executed",
+            "type": f"{TYPE_PREFIX}query.executed",
             "service": SERVICE,
             "actor": {"type": "api_key", "id": key_name},
             "action": "query",
@@ -91,6 +92,8 @@ class SelfAudit:
         return await self._record(event)
 
     async def key_changed(self, what: str, key: ApiKey, actor: str) -> bool:
+        # TODO(ops): a key put straight into api_keys (the owner role can) has no record here
+        # and nothing notices; `auditlog verify` could compare the table with these events.
         data: dict[str, Any] = {"name": key.name}
         if what == "created":
             data.update(scope=key.scope, services=list(key.services))
@@ -98,7 +101,7 @@ class SelfAudit:
             data.update(rate_per_s=key.rate_per_s, burst=key.burst)
         return await self._record(
             {
-                "type": f"auditlog.key.{what}",
+                "type": f"{TYPE_PREFIX}key.{what}",
                 "service": SERVICE,
                 "actor": {"type": "operator", "id": _plain(actor)},
                 "subject": {"type": "api_key", "id": key.name},

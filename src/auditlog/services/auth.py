@@ -15,17 +15,15 @@ from dataclasses import dataclass
 import structlog
 
 from auditlog.errors import Forbidden, RateLimited, Unauthorized, Unavailable
+from auditlog.services import reserved
 from auditlog.services.envelope import SERVICE_PATTERN
+from auditlog.services.reserved import key_problem
 from auditlog.storage.keys import ApiKey, KeyReader, KeyStore
 from auditlog.storage.ratelimit import Bucket, RateLimiter
 
 log = structlog.get_logger("auditlog.auth")
 
 MISS_RELOAD_S = 0.1
-# The type prefix of the service's own events (key changes, the records of reads): only
-# admin keys read them, or a read key could rebuild the key list it may not read (producers
-# cannot send such types: reserved names).
-OWN_TYPE_PREFIX = "auditlog."
 TOKEN_PREFIX = "alk_"  # noqa: S105 - a prefix, not a secret: makes a leaked token recognizable
 KEY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SERVICE = re.compile(SERVICE_PATTERN)
@@ -63,7 +61,10 @@ class Principal:
     @property
     def hidden_types(self) -> str | None:
         """The type prefix of events this key may not read; None: it reads every event."""
-        return None if self.scope is Scope.ADMIN else OWN_TYPE_PREFIX
+        # The service's own events (key changes, the records of reads) are for admin keys: a
+        # read key could otherwise rebuild the key list it may not read. Producers cannot
+        # send such types (services/reserved.py).
+        return None if self.scope is Scope.ADMIN else reserved.TYPE_PREFIX
 
     @property
     def bound_services(self) -> frozenset[str] | None:
@@ -292,6 +293,9 @@ class KeyAdmin:
             raise ValueError("a write key needs at least one --service")
         if kind is not Scope.WRITE and services:
             raise ValueError("only write keys are bound to services")
+        reserved = key_problem(name, services)
+        if reserved:
+            raise ValueError(reserved)
         key = ApiKey(name, kind.value, tuple(sorted(set(services))), rate_per_s, burst)
         token = new_token()
         self._keys.create(key, token_hash(token))

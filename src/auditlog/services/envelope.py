@@ -75,10 +75,17 @@ class EventIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         Meta(
             max_length=128,
             pattern=TYPE_PATTERN,
-            description="What happened: a lowercase dotted name, e.g. `customer.billed`.",
+            description="What happened: a lowercase dotted name, e.g. `customer.billed`"
+            " (`auditlog` and `auditlog.*` are the log's own).",
         ),
     ]
-    service: Annotated[str, Meta(pattern=SERVICE_PATTERN, description="The producing service.")]
+    service: Annotated[
+        str,
+        Meta(
+            pattern=SERVICE_PATTERN,
+            description="The producing service (`auditlog` is the log's own).",
+        ),
+    ]
     occurred_at: Annotated[
         str,
         Meta(

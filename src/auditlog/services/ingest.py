@@ -29,6 +29,8 @@ from auditlog.services.envelope import (
     from_cloudevent,
     suspect,
 )
+from auditlog.services.reserved import NAME as RESERVED_NAME
+from auditlog.services.reserved import producer_problems
 from auditlog.storage.ratelimit import Throttled
 from auditlog.storage.stream_append import StreamAppender
 
@@ -86,6 +88,8 @@ class IngestService:
         A large body is checked in a thread, so that the event loop goes on serving others
         meanwhile (between the GIL's switches).
         """
+        if principal is not None and principal.name == RESERVED_NAME:
+            raise Forbidden(f"the key name {RESERVED_NAME!r} is reserved for the log's own events")
         if len(body) > THREAD_BODY_BYTES:
             events = await asyncio.to_thread(self._prepare, body, fmt, principal)
         else:
@@ -101,7 +105,7 @@ class IngestService:
             for item in items:
                 if isinstance(item, dict) and "service" not in item:
                     item["service"] = principal.default_service
-        events = self._check(items, fmt, walk=suspect(body, self._limits))
+        events = self._check(items, fmt, producer=True, walk=suspect(body, self._limits))
         if principal is not None and principal.bound_services is not None:
             foreign = [i for i, e in enumerate(events) if e["service"] not in principal.services]
             if foreign:
@@ -116,13 +120,19 @@ class IngestService:
     async def record(self, events: list[dict[str, Any]], *, publisher: str) -> list[str]:
         """Enqueue events the service itself produces (already plain JSON values)."""
         return await self._enqueue(
-            self._check(events, EnvelopeFormat.NATIVE), None, None, publisher=publisher
+            self._check(events, EnvelopeFormat.NATIVE, producer=False),
+            None,
+            None,
+            publisher=publisher,
         )
 
     def _check(
-        self, items: list[Any], fmt: EnvelopeFormat, *, walk: bool = True
+        self, items: list[Any], fmt: EnvelopeFormat, *, producer: bool, walk: bool = True
     ) -> list[dict[str, Any]]:
-        """Every item in stored form, or InvalidEvents with every problem of every item."""
+        """Every item in stored form, or InvalidEvents with every problem of every item.
+
+        A producer's events may not use the names the service keeps for its own.
+        """
         now = self._clock()
         events: list[dict[str, Any]] = []
         errors: list[FieldError] = []
@@ -136,6 +146,9 @@ class IngestService:
                     errors.extend(problems)
                     continue
             event, problems = check_event(raw, index, now, self._limits, walk=walk)
+            if event is not None and producer:
+                problems = producer_problems(event, index)
+                event = None if problems else event
             if cloud:
                 problems = [
                     FieldError(p.index, cloudevent_field(p.field), p.message) for p in problems

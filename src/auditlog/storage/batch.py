@@ -39,13 +39,25 @@ _NULL = "\\N"
 
 
 def _text(value: str | None) -> str:
-    """A field in COPY's text format: backslashes doubled (the envelope's rules already
-    keep tabs and newlines out of plain fields; JSON escapes them in strings)."""
-    return _NULL if value is None else value.replace("\\", "\\\\")
+    """A value in COPY's text format, whatever it holds.
+
+    In that format a backslash starts an escape, a tab ends a column and a newline or a
+    carriage return ends a row: each is written as its escape, so that no value can end or
+    shift a row, whatever the edge let through (a stream entry that did not come from the
+    API, say). A value that is the two characters backslash-N stays text (`\\\\N`); only
+    None is NULL. U+0000, which PostgreSQL's text cannot hold, is refused by COPY itself.
+    """
+    if value is None:
+        return _NULL
+    value = value.replace("\\", "\\\\")
+    # Rare: checked first (each test is a memchr), since most values hold none of them.
+    if "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
 
 
 def _json(value: Any) -> str:
-    return _NULL if value is None else orjson.dumps(value).decode().replace("\\", "\\\\")
+    return _NULL if value is None else _text(orjson.dumps(value).decode())
 
 
 @dataclass(slots=True)
@@ -74,16 +86,16 @@ class PreparedEvent:
             document=document,
             before_seq=before,
             after_seq=after,
-            copy_head=f"{d['occurred_at']}\t{d['id']}\t",
+            copy_head=f"{_text(d['occurred_at'])}\t{_text(d['id'])}\t",
             copy_tail="\t".join(
                 (
                     "",
-                    d["received_at"],
+                    _text(d["received_at"]),
                     _text(d["type"]),
                     _text(d["service"]),
                     _text(d["publisher"]),
                     _text(d["action"]),
-                    d["outcome"],
+                    _text(d["outcome"]),
                     _json(d["actor"]),
                     _json(d["subject"]),
                     _json(d["context"]),

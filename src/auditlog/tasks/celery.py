@@ -7,18 +7,23 @@ from functools import cached_property
 from celery import Celery
 
 from auditlog.runtime import WriterRuntime, checkpoint_publisher, redis_client
-from auditlog.settings import Settings
+from auditlog.settings import RedisRole, Settings
 from auditlog.storage.leases import SlotLeases
+from auditlog.storage.redis_users import RedisKeys
 from auditlog.tasks.checkpoints import PublisherThread, poll_interval
 
 
 class AuditlogCelery(Celery):
-    """A Celery app that carries its settings and builds its writer lazily, after the fork."""
+    """A Celery app that carries its settings and builds its writer lazily, after the fork.
 
-    def __init__(self, settings: Settings):
-        super().__init__("auditlog", broker=settings.celery_broker_url, set_as_current=True)
+    It connects to the broker as `role`'s Redis user: the worker's (broker) or Flower's.
+    """
+
+    def __init__(self, settings: Settings, role: RedisRole = "broker"):
+        super().__init__("auditlog", broker=settings.redis_url_for(role), set_as_current=True)
         self.settings = settings
-        queue = settings.key("tasks")
+        keys = RedisKeys.of(settings)
+        queue = keys.tasks
         self.conf.update(
             task_default_queue=queue,
             task_ignore_result=True,  # Flower reads results from task events, not a backend
@@ -31,7 +36,10 @@ class AuditlogCelery(Celery):
             worker_hijack_root_logger=False,
             worker_redirect_stdouts=False,
             broker_connection_retry_on_startup=True,
-            broker_transport_options={"visibility_timeout": 3600},
+            # Every key and channel of the broker under one prefix: its ACL user may touch
+            # those and nothing else (kombu's own names, `unacked` and `_kombu.binding.*`,
+            # are otherwise shared by every deployment on the Redis).
+            broker_transport_options={"visibility_timeout": 3600, "global_keyprefix": keys.broker},
             # When the broker connection drops (a Redis restart), a running drain keeps
             # going and waits Redis out (services/writer.py) rather than being cancelled:
             # its lease stays valid and its chain goes on when Redis answers. (Said
@@ -60,7 +68,7 @@ class AuditlogCelery(Celery):
     @cached_property
     def watchdog_leases(self) -> SlotLeases:
         """The slot leases as the worker's main process sees them."""
-        return WriterRuntime.leases_for(self.settings, redis_client(self.settings))
+        return WriterRuntime.leases_for(self.settings, redis_client(self.settings, "writer"))
 
 
 def create_celery(settings: Settings) -> AuditlogCelery:

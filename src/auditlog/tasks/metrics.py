@@ -39,7 +39,7 @@ def register(app: AuditlogCelery) -> None:
                 return
             exposition = Exposition(
                 settings.metrics_dir,
-                [LiveQueueCollector(event_stream(settings, redis_client(settings)))],
+                [LiveQueueCollector(event_stream(settings, redis_client(settings, "writer")))],
             )
             self._server, _ = start_http_server(
                 settings.worker_metrics_port,
