@@ -316,7 +316,11 @@ class TestPipelineWithAclUsers:
                 assert admin.exists(f"{RedisKeys.of(own).ratelimit}:test-admin")
 
             def tail_from_cache() -> Any:
-                answer = async_to_sync(runtime.tail.tail, {"service": "billing", "limit": "5"})
+                answer = async_to_sync(
+                    runtime.tail.tail,
+                    {"service": "billing", "limit": "5"},
+                    viewer=factories.principal(),
+                )
                 return answer.source == "cache" and answer
 
             tail = wait_for(tail_from_cache, timeout=10, what="the tail served from the cache")
