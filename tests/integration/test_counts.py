@@ -17,10 +17,10 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, create_engine, text
 
-from auditlog.cli import alembic_config, drop_database, migrate, setup_database
 from auditlog.integrity.counts import PIECE, TOP_LEVEL
 from auditlog.integrity.heads import HeadSigner
 from auditlog.settings import Settings
+from auditlog.storage.admin import alembic_config, drop_database, migrate, setup_database
 from auditlog.storage.engine import create_async_role_engine
 from auditlog.storage.event_writer import EventWriter
 from auditlog.storage.events import EventFilter, EventReader

@@ -38,7 +38,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, text
 
 from auditlog.app import create_app
-from auditlog.cli import drop_database, main, migrate, setup_database
+from auditlog.cli import main
 from auditlog.integrity import merkle
 from auditlog.integrity.checkpoint import SignedCheckpoint, check_checkpoint, log_verifier
 from auditlog.integrity.heads import HeadSigner, generate_key
@@ -52,6 +52,7 @@ from auditlog.runtime import ApiRuntime, checkpoint_publisher
 from auditlog.services.checkpoints import RoundReport
 from auditlog.services.witness import origin_hash
 from auditlog.settings import FOREIGN, PREFIX, Settings
+from auditlog.storage.admin import drop_database, migrate, setup_database
 from auditlog.storage.engine import create_role_engine
 from auditlog.storage.event_writer import EventWriter
 from auditlog.storage.witnesses import add_checkpoint_body
