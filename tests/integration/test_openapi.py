@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -74,8 +75,9 @@ class TestDocument:
         self, document: dict[str, Any], settings: Settings, runtime: ApiRuntime
     ):
         app = create_app(settings, runtime=runtime)
+        # OpenAPI names a path parameter without Falcon's converter ({asset:path} -> {asset}).
         served = {
-            (route.path, method.method.lower())
+            (re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path), method.method.lower())
             for route in inspect.inspect_routes(app)
             for method in route.methods
             if not method.internal and method.method != "OPTIONS"

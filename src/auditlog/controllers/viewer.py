@@ -1,0 +1,34 @@
+"""/viewer/: the auditors' viewer (static files; see auditlog.viewer). It answers without a
+key: the page holds no data, and asks the API for it with the token the auditor gives it."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import falcon
+
+from auditlog.errors import NotFound
+from auditlog.viewer import SECURITY_HEADERS, ViewerBundle
+
+
+class ViewerResource:
+    public: ClassVar[bool] = True  # answers without a key
+
+    def __init__(self, bundle: ViewerBundle):
+        self._bundle = bundle
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, asset: str = "") -> None:
+        found = self._bundle.get(asset)
+        if found is None:
+            if not self._bundle.built:
+                raise NotFound("the viewer is not built: scripts/setup.sh builds it (npm)")
+            raise NotFound(f"the viewer has no file {asset!r}")
+        resp.set_headers(SECURITY_HEADERS)
+        resp.set_header("Cache-Control", found.cache_control)
+        resp.etag = found.etag
+        # If-None-Match compares weakly (RFC 9110 §13.1.2): the opaque tags, W/ or not.
+        if any(tag in ("*", found.etag) for tag in req.if_none_match or ()):
+            resp.status = falcon.HTTP_304
+            return
+        resp.content_type = found.media_type
+        resp.data = found.body
