@@ -127,6 +127,7 @@ function run({ push = true } = {}) {
 }
 
 async function searchNow({ push }) {
+  if ($('#status').classList.contains('error')) say(null); // the last error was about another search
   writeState(state, { replace: !push });
   const span = resolveWindow(state);
   query = { ...state.filters, since: span.since, until: span.until };
