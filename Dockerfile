@@ -35,4 +35,4 @@ RUN useradd --system --uid 10001 --home-dir /app auditlog \
 USER auditlog
 
 EXPOSE 8000 5555 9101
-CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py", "-b", "0.0.0.0:8000", "auditlog.wsgi:app"]
+CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py", "-b", "0.0.0.0:8000", "auditlog.asgi:app"]

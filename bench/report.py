@@ -474,7 +474,7 @@ def write(r: dict[str, Any], docs: Path) -> None:
         "```",
         "",
         "The servers: nginx with `deploy/nginx/` rendered by `auditlog nginx-config`; two "
-        "`gunicorn -c deploy/gunicorn.conf.py <target>` instances (targets `auditlog.wsgi:app`, "
+        "`gunicorn -c deploy/gunicorn.conf.py <target>` instances (targets `auditlog.asgi:app`, "
         "`bench.bare_app:app`, `bench.naive_peer:app`); `celery -A auditlog.tasks.worker "
         "worker --concurrency 2`. The naive peer and the bare app run with the same wrk command "
         "as auditlog's saturation run; the strict-acknowledgement runs repeat the saturation "

@@ -86,7 +86,7 @@ class App(ApiInstance):
 @contextmanager
 def topology(
     settings: Settings,
-    target: str = "auditlog.wsgi:app",
+    target: str = "auditlog.asgi:app",
     *,
     worker: bool = True,
     env: dict[str, str] | None = None,

@@ -1,4 +1,4 @@
-"""gunicorn settings for one API instance (`gunicorn -c deploy/gunicorn.conf.py auditlog.wsgi:app`).
+"""gunicorn settings for one API instance (`gunicorn -c deploy/gunicorn.conf.py auditlog.asgi:app`).
 
 The bind address comes from the command line (-b); GUNICORN_WORKERS and GUNICORN_THREADS
 override the counts. Each instance keeps its Prometheus values in its own directory
@@ -18,17 +18,32 @@ if _own_metrics_dir:
 _metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 from prometheus_client import multiprocess  # noqa: E402 - needs the variable above
+from uvicorn_worker import UvicornWorker  # noqa: E402
 
-# Measured (docs/DESIGN.md, "Serving"): gthread workers, so that nginx's upstream keepalive
-# reuses connections (sync workers close each one). Threads also keep long answers safe: a
-# sync worker only tells the arbiter it is alive between requests, so a follow or an export
-# longer than `timeout` would be killed mid-stream, while a gthread worker's main loop keeps
-# beating. Each long-lived answer holds one thread, bounded per process by
-# AUDITLOG_FOLLOW_MAX_PER_PROCESS (2) and AUDITLOG_EXPORT_MAX_PER_PROCESS (1): six threads
-# leave at least three for short requests.
-worker_class = "gthread"
+
+class Worker(UvicornWorker):
+    """uvicorn's worker on uvloop and httptools (docs/DESIGN.md, "Serving": measured against
+    sync and gthread workers). The app decides which proxy it trusts for the client's
+    address (AUDITLOG_TRUSTED_PROXIES, X-Real-IP), so uvicorn's own X-Forwarded-For handling
+    is off; nginx keeps its connections open (keep-alive), uvicorn's own access log is off
+    (nginx's has every request, with the same request id)."""
+
+    CONFIG_KWARGS = {  # noqa: RUF012 - uvicorn_worker's own class attribute
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "proxy_headers": False,
+        "access_log": False,
+        "server_header": False,
+        "date_header": True,
+    }
+
+
+# One event loop per process serves every request of that process: long answers (follow,
+# export) are coroutines, bounded per process and per key by AUDITLOG_FOLLOW_MAX_PER_* and
+# AUDITLOG_EXPORT_MAX_PER_*, not threads.
+worker_class = Worker
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "6"))
 # A worker stuck longer than this is killed and replaced.
 timeout = 30
 # SIGTERM: stop accepting, finish the requests in hand (honcho kills after 5 s, docker
@@ -45,15 +60,13 @@ loglevel = "warning"
 # Recycle workers now and then so that a slow leak cannot grow without bound.
 max_requests = 100_000
 max_requests_jitter = 10_000
-limit_request_line = 8190
-# Header lines as long as nginx lets through (large_client_header_buffers 4 8k).
-limit_request_field_size = 8190
-# TODO(ops): slow clients are nginx's to bound. `timeout` above only restarts a worker whose
-# main loop stops beating, which a gthread worker's does not while one thread waits on a
-# body; gunicorn waits 5 s for a request to start but has no bound on a body that stalls.
-# nginx reads whole bodies (client_body_timeout) before an instance sees them, so the
-# instances are reachable through nginx only (compose does not publish them; make run binds
-# them to 127.0.0.1). Exposing one directly needs a body read deadline in front of the app.
+# gunicorn's limit_request_* do not reach uvicorn's worker: uvicorn's httptools parser has
+# no limit of its own below nginx's (large_client_header_buffers), which refuses first.
+# TODO(ops): slow clients are nginx's to bound: uvicorn has no deadline for a body that
+# stalls (a waiting coroutine costs little, but it holds its connection). nginx reads whole
+# bodies (client_body_timeout) before an instance sees them, so the instances are reachable
+# through nginx only (compose does not publish them; make run binds them to 127.0.0.1).
+# Exposing one directly needs a body read deadline in front of the app.
 
 
 def on_starting(server):

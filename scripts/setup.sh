@@ -59,24 +59,31 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 stamp=.venv/.installed
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PYTHON" -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing the package and its dependencies into .venv"
+  log "installing the package, the client (client/) and their dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[serve,dev]'
+  # Two distributions sharing the `auditlog` namespace package: the server and the client
+  # (published on its own as auditlog-client; its tests run in this suite).
+  .venv/bin/pip install -q -e '.[serve,dev]' -e ./client
   echo "$want" >"$stamp"
 fi
 
-# Flower is served only behind basic auth: `make run` (honcho) reads its password from .env.
-if [ ! -f .env ] || ! grep -q '^AUDITLOG_FLOWER_PASSWORD=' .env; then
-  log "generating Flower's password into .env"
-  echo "AUDITLOG_FLOWER_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))')" >>.env
-  chmod 600 .env
-fi
+# Secrets `make run` (honcho) reads from .env, generated once: Flower's basic-auth password and
+# the key that authenticates list cursors (the same on every API instance).
+secret() {
+  if [ ! -f .env ] || ! grep -q "^$1=" .env; then
+    log "generating $1 into .env"
+    echo "$1=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))')" >>.env
+    chmod 600 .env
+  fi
+}
+secret AUDITLOG_FLOWER_PASSWORD
+secret AUDITLOG_CURSOR_KEY
 
 if [ "${SKIP_DB_SETUP:-0}" != 1 ]; then
   log "database: setup-db and migrations"

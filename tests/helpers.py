@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from auditlog.integrity.heads import HeadSigner
 from auditlog.integrity.merkle import Frontier, is_stored
 from auditlog.settings import FOREIGN, PREFIX, Settings
+from auditlog.storage.stream import EventStream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +55,11 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def event_stream(settings: Settings) -> EventStream:
+    """The ingest stream as the writers see it: its depth and dead letters, for assertions."""
+    return EventStream(redis.Redis.from_url(settings.redis_url), settings.key("events"))
 
 
 def clear_redis(settings: Settings) -> None:
@@ -277,7 +283,7 @@ class ApiProcess:
                     str(ROOT / "deploy" / "gunicorn.conf.py"),
                     "-b",
                     f"unix:{self.socket_path}",
-                    "auditlog.wsgi:app",
+                    "auditlog.asgi:app",
                 ],
                 env=self.env,
                 cwd=ROOT,

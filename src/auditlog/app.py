@@ -1,10 +1,11 @@
-"""create_app(settings) -> falcon.App: every route, and the one place errors become HTTP."""
+"""create_app(settings) -> falcon.asgi.App: every route, and the one place errors become HTTP."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import falcon
+import falcon.asgi
 import falcon.media
 import orjson
 import structlog
@@ -23,6 +24,7 @@ from auditlog.controllers.keys import KeysResource
 from auditlog.controllers.metrics import MetricsResource, RequestMetrics
 from auditlog.controllers.middleware import Authentication, RequestContext, Utf8Only
 from auditlog.controllers.stats import BucketsResource
+from auditlog.controllers.streaming import RECEIVE
 from auditlog.controllers.tail import ExportResource, TailResource
 from auditlog.controllers.viewer import ViewerResource
 from auditlog.metrics import Exposition, QueueCollector
@@ -53,19 +55,28 @@ _STATUS: dict[type[errors.AuditlogError], tuple[str, str]] = {
 }
 
 
-def _handle_domain_error(
-    req: falcon.Request, resp: falcon.Response, exc: errors.AuditlogError, params: Any
+# A 422 lists at most this many problems (and says how many there were): an error list
+# must not be larger than the request that caused it.
+MAX_LISTED_ERRORS = 100
+
+
+async def _handle_domain_error(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: errors.AuditlogError, params: Any
 ) -> None:
     status, title = _STATUS.get(type(exc), (falcon.HTTP_400, "Bad request"))
     body: dict[str, Any] = {"title": title, "description": str(exc)}
     if isinstance(exc, errors.InvalidEvents):
-        body["errors"] = [e.as_dict() for e in exc.errors]
+        body["errors"] = [e.as_dict() for e in exc.errors[:MAX_LISTED_ERRORS]]
+        if len(exc.errors) > MAX_LISTED_ERRORS:
+            body["errors_total"] = len(exc.errors)
     if isinstance(exc, errors.NotDurable):
         body["ids"] = exc.ids
     if isinstance(
         exc, errors.Overloaded | errors.Unavailable | errors.RateLimited | errors.NotDurable
     ):
         resp.set_header("Retry-After", str(exc.retry_after_s))
+    if isinstance(exc, errors.RateLimited):
+        req.context.rate_limited_s = exc.wait_s
     if isinstance(exc, errors.Unauthorized):
         challenge = 'Bearer realm="auditlog"'
         if exc.token_given:
@@ -79,8 +90,8 @@ def _handle_domain_error(
     resp.media = body
 
 
-def _handle_unexpected(
-    req: falcon.Request, resp: falcon.Response, exc: Exception, params: Any
+async def _handle_unexpected(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, exc: Exception, params: Any
 ) -> None:
     # Falcon's own HTTPError (unknown route, 405, bad header) has a more specific handler.
     log.exception("unhandled error", method=req.method, path=req.path)
@@ -105,31 +116,49 @@ def _serialize_http_error(
     resp.data = orjson.dumps(body)
 
 
-def create_app(
-    settings: Settings, *, runtime: ApiRuntime | None = None
-) -> falcon.App[falcon.Request, falcon.Response]:
-    """Build the WSGI app; collaborators are built from settings unless passed in."""
+class App(falcon.asgi.App):  # type: ignore[type-arg]
+    """Falcon's ASGI app, handing each HTTP request's `receive` to the resources (scope
+    RECEIVE), so that a streamed answer can tell when its client has gone."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # type: ignore[override]
+        # Falcon's test client says the client is gone as soon as its request is sent (it
+        # reads the answer after the app is done), which would end every stream at once.
+        if scope["type"] == "http" and not type(receive).__module__.startswith("falcon.testing"):
+            scope[RECEIVE] = receive
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings, *, runtime: ApiRuntime | None = None) -> App:
+    """Build the ASGI app; collaborators are built from settings unless passed in.
+
+    Nothing here does I/O: the clients connect on first use, in the server's event loop,
+    and the app's shutdown gives their connections back (a runtime passed in is the
+    caller's to close).
+    """
+    owned = runtime is None
     runtime = runtime or ApiRuntime.build(settings)
     middleware: list[Any] = [
-        RequestContext(),
+        RequestContext(settings.trusted_proxies),
         RequestMetrics(),
         Authentication(runtime.authenticator, runtime.audit),
         Utf8Only(),
     ]
-    app = falcon.App(middleware=middleware)
+    if owned:
+        middleware.append(_Lifespan(runtime))
+    app = App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.req_options.strip_url_path_trailing_slash = True
 
-    readiness = ReadinessService({"postgres": runtime.store.ping, "redis": runtime.stream.ping})
+    readiness = ReadinessService({"postgres": runtime.store.ping, "redis": runtime.appender.ping})
     app.add_route(
         "/v1/events",
         EventsResource(runtime.ingest, runtime.queries, max_body_bytes=settings.max_body_bytes),
     )
     # Literal segments win over {event_id}: these two are never taken for an id.
-    app.add_route("/v1/events/tail", TailResource(runtime.tail))
-    app.add_route("/v1/events/export", ExportResource(runtime.exports))
+    app.add_route("/v1/events/tail", TailResource(runtime.tail, runtime.authenticator))
+    app.add_route("/v1/events/export", ExportResource(runtime.exports, runtime.authenticator))
     app.add_route("/v1/events/{event_id}", EventResource(runtime.queries))
     app.add_route("/v1/stats/buckets", BucketsResource(runtime.queries))
     app.add_route("/v1/events/{event_id}/proof", InclusionProofResource(runtime.integrity))
@@ -147,10 +176,25 @@ def create_app(
     app.add_route("/openapi.json", OpenApiResource(build_openapi(settings)))
     app.add_route(
         "/metrics",
-        MetricsResource(Exposition(settings.metrics_dir, [QueueCollector(runtime.stream)])),
+        _metrics(settings, runtime),
     )
 
     app.set_error_serializer(_serialize_http_error)
     app.add_error_handler(Exception, _handle_unexpected)
     app.add_error_handler(errors.AuditlogError, _handle_domain_error)
     return app
+
+
+def _metrics(settings: Settings, runtime: ApiRuntime) -> MetricsResource:
+    queue = QueueCollector()
+    return MetricsResource(Exposition(settings.metrics_dir, [queue]), queue, runtime.appender.depth)
+
+
+class _Lifespan:
+    """The app's own runtime is closed when the server shuts down."""
+
+    def __init__(self, runtime: ApiRuntime):
+        self._runtime = runtime
+
+    async def process_shutdown(self, scope: Any, event: Any) -> None:
+        await self._runtime.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import socket
 import sys
@@ -20,6 +21,7 @@ from auditlog.canonical import parse_timestamp
 from auditlog.integrity.export import ExportFormatError, read_export, write_export
 from auditlog.integrity.heads import TreeHead, b64, generate_key, load_public_key
 from auditlog.integrity.verify import LogVerifier, VerifyReport, interleave
+from auditlog.nginx import KNOBS, Topology, write_config
 from auditlog.services.audit import SelfAudit
 from auditlog.services.auth import KeyAdmin
 from auditlog.services.ingest import IngestService
@@ -230,18 +232,25 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 def _key_admin(settings: Settings) -> tuple[KeyAdmin, Callable[[], None]]:
     """Key administration as the owner, each change also recorded in the log."""
-    from auditlog.runtime import event_stream, limits, redis_client  # noqa: PLC0415 - CLI only
+    from auditlog.runtime import async_redis_client, limits, stream_appender  # noqa: PLC0415
 
     engine = create_engine(settings.url_for("owner"))
-    client = redis_client(settings)
-    ingest = IngestService(
-        event_stream(settings, client), limits(settings), max_events=settings.max_events_per_request
-    )
-    audit = SelfAudit(ingest, strict_reads=False)
     operator = f"{getpass.getuser()}@{socket.gethostname()}"
 
+    async def recorded(what: str, key: ApiKey) -> bool:
+        client = async_redis_client(settings)
+        try:
+            ingest = IngestService(
+                stream_appender(settings, client),
+                limits(settings),
+                max_events=settings.max_events_per_request,
+            )
+            return await SelfAudit(ingest, strict_reads=False).key_changed(what, key, operator)
+        finally:
+            await client.aclose()
+
     def record(what: str, key: ApiKey) -> None:
-        if not audit.key_changed(what, key, operator):
+        if not asyncio.run(recorded(what, key)):
             print(
                 "auditlog: warning: the change is made but could not be recorded in the log"
                 " (Redis unavailable); it is in this command's error log",
@@ -250,7 +259,6 @@ def _key_admin(settings: Settings) -> tuple[KeyAdmin, Callable[[], None]]:
 
     def close() -> None:
         engine.dispose()
-        client.close()
 
     return KeyAdmin(KeyStore(engine), on_change=record), close
 
@@ -324,12 +332,25 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_nginx_config(settings: Settings, args: argparse.Namespace) -> int:
-    from auditlog.nginx import Topology, write_config  # noqa: PLC0415 - CLI only
-
+    knobs = {}
+    for assignment in args.set or []:
+        name, equals, value = assignment.partition("=")
+        if not equals or not value:
+            print(f"auditlog: --set {assignment}: expected NAME=VALUE", file=sys.stderr)
+            return 2
+        knobs[name] = value
     topology = Topology(
-        listen=args.listen, api=args.api, flower=args.flower, access_log=args.access_log
+        listen=args.listen,
+        api=args.api,
+        flower=args.flower,
+        access_log=args.access_log,
+        knobs=knobs,
     )
-    print(write_config(settings, topology, args.out))
+    try:
+        print(write_config(settings, topology, args.out))
+    except ValueError as exc:
+        print(f"auditlog: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -419,6 +440,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--flower", default="127.0.0.1:5555")
     p.add_argument("--access-log", default="/dev/stdout")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="change a knob from its default (repeat for more): "
+        + "; ".join(f"{name} ({knob.default})" for name, knob in KNOBS.items()),
+    )
     commands["nginx-config"] = _cmd_nginx_config
 
     parser.set_defaults(_commands=commands)

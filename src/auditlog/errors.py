@@ -71,10 +71,12 @@ class Forbidden(AuditlogError):
 
 
 class RateLimited(AuditlogError):
-    """The key has spent its requests for now: 429."""
+    """The key has spent its requests for now: 429 (Retry-After: whole seconds; wait_s:
+    how long exactly)."""
 
-    def __init__(self, message: str, retry_after_s: int):
+    def __init__(self, message: str, retry_after_s: int, wait_s: float | None = None):
         self.retry_after_s = retry_after_s
+        self.wait_s = float(retry_after_s) if wait_s is None else wait_s
         super().__init__(message)
 
 

@@ -120,26 +120,45 @@ class Queue(Protocol):
 
 
 class QueueCollector(Collector):
-    """The stream's depth and dead letters, read from Redis at scrape time.
+    """The stream's depth and dead letters, as last `set` (an API instance reads them from
+    Redis just before it renders a scrape).
 
     The values are global (every instance shows the same): take max(), not sum().
     """
 
-    def __init__(self, queue: Queue):
-        self._queue = queue
+    def __init__(self) -> None:
+        self._values: tuple[int, int] | None = None
+
+    def set(self, values: tuple[int, int] | None) -> None:
+        self._values = values
 
     def collect(self) -> Iterator[Metric]:
-        try:
-            depth, dead = self._queue.depth(), self._queue.dead_letter_count()
-        except Exception as exc:  # a scrape must answer even when Redis does not
-            log.warning("queue depth unavailable", error=str(exc))
+        if self._values is None:  # Redis did not answer: no sample rather than a wrong one
             return
+        depth, dead = self._values
         yield GaugeMetricFamily(
             "auditlog_queue_depth", "Events in the stream: waiting or being written.", depth
         )
         yield GaugeMetricFamily(
             "auditlog_dead_letters", "Entries the writers set aside as unwritable.", dead
         )
+
+
+class LiveQueueCollector(QueueCollector):
+    """A QueueCollector that reads the stream itself at each scrape (the worker's exporter,
+    a thread of its own)."""
+
+    def __init__(self, queue: Queue):
+        super().__init__()
+        self._queue = queue
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            self.set((self._queue.depth(), self._queue.dead_letter_count()))
+        except Exception as exc:  # a scrape must answer even when Redis does not
+            log.warning("queue depth unavailable", error=str(exc))
+            self.set(None)
+        yield from super().collect()
 
 
 class Exposition:

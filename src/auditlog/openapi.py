@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from auditlog.canonical import EVENT_FIELDS
 from auditlog.services.envelope import (
     ACTION_PATTERN,
@@ -44,8 +46,7 @@ _BASE64 = {"type": "string", "contentEncoding": "base64"}
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
-    event_in = EventIn.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs = event_in.pop("$defs", {})
+    _, defs = msgspec.json.schema_components([EventIn], ref_template="#/components/schemas/{name}")
     party_out = {
         "type": ["object", "null"],
         "required": ["id"],
@@ -54,7 +55,6 @@ def _schemas(settings: Settings) -> dict[str, Any]:
     }
     return {
         **defs,
-        "EventIn": event_in,
         "CloudEvent": {
             "type": "object",
             "description": (

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from auditlog.integrity.heads import HeadSigner, load_public_key
 from auditlog.metrics import TimedEventWriter, record_batch
 from auditlog.services.audit import SelfAudit
-from auditlog.services.auth import Authenticator, KeyAdmin
+from auditlog.services.auth import Authenticator, KeyDirectory
 from auditlog.services.envelope import Limits
 from auditlog.services.export import ExportService
 from auditlog.services.ingest import IngestService
@@ -19,15 +23,16 @@ from auditlog.services.queries import QueryService
 from auditlog.services.tail import TailService, TailUpdater
 from auditlog.services.writer import BatchWriter
 from auditlog.settings import Settings, SettingsError
-from auditlog.storage.engine import create_role_engine
+from auditlog.storage.engine import create_async_role_engine, create_role_engine
 from auditlog.storage.event_writer import EventWriter
 from auditlog.storage.events import EventReader
-from auditlog.storage.keys import KeyStore
+from auditlog.storage.keys import KeyReader
 from auditlog.storage.leases import SlotLeases
 from auditlog.storage.ratelimit import RateLimiter
 from auditlog.storage.stream import EventStream
-from auditlog.storage.tail import TailCache
-from auditlog.storage.tree import TreeStore
+from auditlog.storage.stream_append import StreamAppender
+from auditlog.storage.tail import TailCache, TailReader
+from auditlog.storage.tree import TreeReader
 
 
 def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
@@ -41,16 +46,32 @@ def redis_client(settings: Settings, *, blocking_ms: int = 0) -> redis.Redis:
     )
 
 
-def rate_limiter(settings: Settings, client: redis.Redis) -> RateLimiter:
-    return RateLimiter(client, settings.key("ratelimit"))
+def async_redis_client(
+    settings: Settings, *, blocking_ms: int = 0, timeout_s: float | None = None, retry: bool = True
+) -> aredis.Redis:
+    """The asyncio client of an API process: bounded waits; `retry=False` for a client that
+    gives up at once (the tail cache: the database is its retry)."""
+    timeout = (timeout_s or settings.redis_timeout_s) + blocking_ms / 1000
+    options: dict[str, Any] = {} if retry else {"retry": Retry(NoBackoff(), 0)}
+    return aredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout_s or settings.redis_timeout_s,
+        health_check_interval=30,
+        **options,
+    )
 
 
 def event_stream(settings: Settings, client: redis.Redis) -> EventStream:
-    return EventStream(
+    return EventStream(client, settings.key("events"))
+
+
+def stream_appender(settings: Settings, client: aredis.Redis) -> StreamAppender:
+    return StreamAppender(
         client,
         settings.key("events"),
         backlog_limit=settings.backlog_limit,
-        buckets=rate_limiter(settings, client),
+        bucket_prefix=settings.key("ratelimit"),
         fsync_timeout_ms=int(settings.ack_fsync_timeout_s * 1000) if settings.ack_fsync else None,
     )
 
@@ -91,71 +112,90 @@ def head_signer(settings: Settings) -> HeadSigner:
 
 @dataclass
 class ApiRuntime:
-    """What an API process needs: its services and the backends they share."""
+    """What an API process needs: its services and the backends they share.
+
+    Built without any I/O (clients connect on first use, inside the event loop that serves
+    the requests); `close` gives every connection back.
+    """
 
     ingest: IngestService
     queries: QueryService
     integrity: IntegrityService
     authenticator: Authenticator
     audit: SelfAudit
-    keys: KeyAdmin
+    keys: KeyDirectory
     store: EventReader
-    stream: EventStream
+    appender: StreamAppender
     tail: TailService
     exports: ExportService
 
     @classmethod
     def build(cls, settings: Settings) -> ApiRuntime:
+        if not settings.cursor_key:
+            raise SettingsError(
+                "AUDITLOG_CURSOR_KEY: required by the API (the same secret on every instance; "
+                "`make run` generates one into .env)"
+            )
         # With AUDITLOG_ACK_FSYNC an append waits (WAITAOF) for up to its timeout.
-        client = redis_client(
+        client = async_redis_client(
             settings, blocking_ms=int(settings.ack_fsync_timeout_s * 1000) * settings.ack_fsync
         )
-        stream = event_stream(settings, client)
+        appender = stream_appender(settings, client)
         # Autocommit: a GET by id was five database round trips (pre-ping, BEGIN, the id
         # ledger, the chunk, ROLLBACK); now three, a third less CPU per read (measured).
-        reader = create_role_engine(settings, "reader", autocommit=True)
+        reader = create_async_role_engine(settings, "reader")
         store = EventReader(reader)
-        ingest = IngestService(stream, limits(settings), max_events=settings.max_events_per_request)
-        queries = QueryService(store)
-        integrity = IntegrityService(TreeStore(reader), queries, public_key(settings))
-        keys = KeyStore(reader)
+        ingest = IngestService(
+            appender, limits(settings), max_events=settings.max_events_per_request
+        )
+        queries = QueryService(store, cursor_key=settings.cursor_key.encode())
+        integrity = IntegrityService(TreeReader(reader), queries, public_key(settings))
+        keys = KeyReader(reader)
         authenticator = Authenticator(
             keys,
-            rate_limiter(settings, client),
+            RateLimiter(client, settings.key("ratelimit")),
             ttl_s=settings.key_cache_s,
             default_rate_per_s=settings.rate_limit_per_s,
             default_burst=settings.rate_limit_burst,
         )
         # The tail has a client of its own: it gives up on Redis fast and reads the database.
-        cache = tail_cache(
-            settings, TailCache.client_for(settings.redis_url, settings.tail_timeout_s)
-        )
         tail = TailService(
-            cache,
+            TailReader(
+                async_redis_client(settings, timeout_s=settings.tail_timeout_s, retry=False),
+                settings.key("tail"),
+            ),
             store,
+            size=settings.tail_size,
             follow_max_s=settings.follow_max_s,
             follow_max_per_process=settings.follow_max_per_process,
+            follow_max_per_key=settings.follow_max_per_key,
             follow_poll_s=settings.follow_poll_s,
+            key_check_s=settings.key_cache_s,
         )
-        exports = ExportService(store, max_per_process=settings.export_max_per_process)
+        exports = ExportService(
+            store,
+            max_per_process=settings.export_max_per_process,
+            max_per_key=settings.export_max_per_key,
+            key_check_s=settings.key_cache_s,
+        )
         return cls(
             ingest=ingest,
             queries=queries,
             integrity=integrity,
             authenticator=authenticator,
             audit=SelfAudit(ingest, strict_reads=settings.strict_read_audit),
-            keys=KeyAdmin(keys),
+            keys=KeyDirectory(keys),
             store=store,
-            stream=stream,
+            appender=appender,
             tail=tail,
             exports=exports,
         )
 
-    def close(self) -> None:
-        """Give back every connection (tests and shutdown hooks)."""
-        self.store.close()
-        self.stream.close()
-        self.tail.close()
+    async def close(self) -> None:
+        """Give back every connection (the app's shutdown, tests)."""
+        await self.store.close()
+        await self.appender.close()
+        await self.tail.close()
 
 
 @dataclass

@@ -95,6 +95,12 @@ class Settings(BaseModel):
     rate_limit_burst: int = Field(default=10000, ge=1)
     # When true, a read whose audit record cannot be enqueued is answered 503 instead.
     strict_read_audit: bool = False
+    # The secret that authenticates list cursors (HMAC-SHA256): every API instance of one
+    # deployment needs the same one (`make run` and compose generate it into .env).
+    cursor_key: str = ""
+    # Peers whose X-Real-IP header names the client (nginx sets it; nothing else may): an
+    # audit record's `ip` is that header from these peers, else the peer's own address.
+    trusted_proxies: str = "127.0.0.1,::1"
 
     # The Ed25519 key that signs tree heads (writers). API processes need only the public
     # key: from public_key_path when set, else derived from the signing key file.
@@ -106,6 +112,10 @@ class Settings(BaseModel):
     worker_metrics_address: str = "127.0.0.1"
     flower_user: str = Field(default="auditlog", pattern=r"^[^:\s]{1,64}$")
     flower_password: str = ""
+    # Flower's control API (shut a worker down, grow or shrink its pool, revoke, rate-limit
+    # or send tasks) is off unless this is true: watching needs none of it, and its basic
+    # auth is all that would stand between a leaked password and the writers.
+    flower_control: bool = False
     # Where prometheus-client's multiprocess mode keeps the values of every process of one
     # API instance or worker. Read from PROMETHEUS_MULTIPROC_DIR, the variable the library
     # itself reads (it must be set before the library is imported): None is one process.
@@ -116,9 +126,12 @@ class Settings(BaseModel):
     tail_size: int = Field(default=1000, ge=1, le=100_000)  # events per cached tail
     tail_timeout_s: float = Field(default=0.25, gt=0)  # a slower cache is skipped for the DB
     follow_max_s: float = Field(default=300.0, gt=0)  # a follow stream ends after this
-    follow_max_per_process: int = Field(default=2, ge=1)  # more followers get 503
+    # Long answers are coroutines, not threads: a follower costs a few KiB while it waits.
+    follow_max_per_process: int = Field(default=64, ge=1)  # more followers get 503
+    follow_max_per_key: int = Field(default=8, ge=1)  # per key and process: a key's share
     follow_poll_s: float = Field(default=0.25, gt=0)  # how often a follower looks for news
-    export_max_per_process: int = Field(default=1, ge=1)  # more exports get 503
+    export_max_per_process: int = Field(default=4, ge=1)  # more exports get 503
+    export_max_per_key: int = Field(default=2, ge=1)  # per key and process: a key's share
 
     # The auditors' viewer at /viewer/: the built files (scripts/setup.sh builds viewer/
     # into viewer/dist), and the log's public key pinned in its configuration (base64 of the

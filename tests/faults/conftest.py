@@ -73,6 +73,7 @@ def faults_settings(pg: PrivatePostgres, redis_server: RedisProcess, faults_dir:
         signing_key_path=key_dir / "signing-key.pem",
         backlog_limit=BACKLOG_LIMIT,
         log_format="json",
+        cursor_key="faults-cursor-key",
     )
     # As an operator would: the CLI, with the admin URL pointing at the private cluster.
     migrated = subprocess.run(

@@ -44,10 +44,9 @@ class TestPoison:
         with Load(stack.url("/v1/events"), stack.token) as load:
             load.wait_accepted(1000)
             injected = time.monotonic()
-            with stack.stream() as stream:
-                entries = {
-                    stream.append([orjson.dumps(event)])[0]: name for name, event in POISONS.items()
-                }
+            entries = {
+                stack.inject([orjson.dumps(event)])[0]: name for name, event in POISONS.items()
+            }
             with stack.stream() as stream:
                 wait_for(
                     lambda: stream.dead_letter_count() == dead_before + len(POISONS),

@@ -3,13 +3,14 @@ prefix of its own, a real Celery worker, and the app built with create_app."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ import orjson
 import pytest
 import structlog
 from falcon import testing
+from falcon.util import async_to_sync
 from sqlalchemy import Engine, create_engine, text
 
 from auditlog.app import create_app
@@ -41,6 +43,7 @@ TEST_OVERRIDES: dict[str, Any] = {
     "writer_drain_s": 2.0,
     "writer_claim_idle_s": 5.0,
     "key_cache_s": 0.5,
+    "cursor_key": "test-cursor-key",
 }
 
 
@@ -207,7 +210,7 @@ def admin_client(app: Any) -> testing.TestClient:
 def runtime(settings: Settings) -> Iterator[ApiRuntime]:
     runtime = ApiRuntime.build(settings)
     yield runtime
-    runtime.close()
+    async_to_sync(runtime.close)
 
 
 @pytest.fixture(scope="session")
@@ -251,6 +254,43 @@ def wait_stored(engine: Engine, ids: list[str], timeout: float = 30.0) -> dict[s
         return counts if len(counts) == len(set(ids)) else None
 
     return wait_for(all_stored, timeout=timeout, what=f"{len(set(ids))} events stored")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One simulated request for `concurrently`: after `delay_s`, `method path`."""
+
+    method: str
+    path: str
+    delay_s: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def concurrently(client: testing.TestClient, *calls: Call) -> list[testing.Result]:
+    """Run simulated requests at the same time, on one event loop (the ASGI app's clients
+    belong to the loop they first ran on, so threads cannot share it), with the client's
+    default headers."""
+
+    async def scenario() -> list[testing.Result]:
+        async with testing.ASGIConductor(client.app, headers=client._default_headers) as conductor:
+
+            async def one(call: Call) -> testing.Result:
+                await asyncio.sleep(call.delay_s)
+                return await conductor.simulate_request(call.method, call.path, **call.kwargs)
+
+            return list(await asyncio.gather(*(one(call) for call in calls)))
+
+    return async_to_sync(scenario)
+
+
+def post_call(body: Any, delay_s: float = 0.0) -> Call:
+    """A POST /v1/events for `concurrently`."""
+    return Call(
+        "POST",
+        "/v1/events",
+        delay_s,
+        {"body": orjson.dumps(body), "headers": {"Content-Type": "application/json"}},
+    )
 
 
 def post(

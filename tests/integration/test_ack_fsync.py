@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from falcon import testing
+from falcon.util import async_to_sync
 
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
@@ -43,7 +44,7 @@ def strict_api(
     yield build
     for server, runtime, client in started:
         client.close()
-        runtime.close()
+        async_to_sync(runtime.close)
         server.stop()
 
 
@@ -99,5 +100,5 @@ class TestAckFsync:
             api = authorized(create_app(own, runtime=runtime), tokens.admin)
             assert post(api, factories.events(1)).status_code == 202  # in memory only
         finally:
-            runtime.close()
+            async_to_sync(runtime.close)
             server.stop()

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 from falcon import testing
+from falcon.util import async_to_sync
 from sqlalchemy import Engine, text
 
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
 from tests import factories
-from tests.helpers import settings_env, wait_for
+from tests.helpers import event_stream, settings_env, wait_for
 from tests.integration.conftest import (
     Tokens,
     authorized,
@@ -231,7 +232,7 @@ class TestReadsAreAudited:
                 )
 
         wait_for(lambda: recorded(ids[200]), timeout=20, what="the answered read recorded")
-        wait_for(lambda: runtime.stream.depth() == 0, timeout=20, what="the stream drained")
+        wait_for(lambda: event_stream(settings).depth() == 0, timeout=20, what="the stream drained")
         assert not recorded(ids[429])
 
     def test_strict_audit_withholds_what_it_cannot_record(self, settings: Settings, tokens: Tokens):
@@ -251,7 +252,7 @@ class TestReadsAreAudited:
                 assert "could not be recorded" in answer.json["description"]
                 assert runtime.exports.running == 0
         finally:
-            runtime.close()
+            async_to_sync(runtime.close)
 
     def test_writes_are_not_reads(self, app: Any, tokens: Tokens, owner_db: Engine, worker: object):
         writer = authorized(app, tokens.billing_writer)

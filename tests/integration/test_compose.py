@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from auditlog.nginx import SITE_TEMPLATE, default_deploy_dir, placeholders
+from auditlog.nginx import KNOBS, SITE_TEMPLATE, default_deploy_dir, placeholders
 from auditlog.settings import FOREIGN, PREFIX, Settings
 from tests.helpers import ROOT
 
@@ -178,6 +178,7 @@ class TestSettingsAgree:
     ):
         flower = Settings.from_env(environment(services["flower"]))
         assert flower.flower_password
+        assert not flower.flower_control
         worker = Settings.from_env(environment(services["worker"]))
         assert worker.worker_metrics_port
         assert worker.metrics_dir is not None
@@ -193,6 +194,12 @@ class TestPortsAgree:
         mount = services["nginx"]["volumes"][0].split(":")
         assert (ROOT / mount[0]).resolve() == (default_deploy_dir() / "templates").resolve()
         assert mount[1] == "/etc/nginx/templates"
+
+    def test_nginx_knobs_have_their_defaults(self, services: dict[str, dict[str, Any]]):
+        """Compose spells out every knob of the site template, with make run's defaults."""
+        nginx = environment(services["nginx"])
+        site = {name: knob for name, knob in KNOBS.items() if not knob.main_only}
+        assert {name: nginx[name] for name in site} == {n: k.default for n, k in site.items()}
 
     def test_nginx_upstreams_are_the_api_binds(self, services: dict[str, dict[str, Any]]):
         nginx = environment(services["nginx"])

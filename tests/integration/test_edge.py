@@ -101,7 +101,7 @@ class TestSlowBody:
         assert BODY_TIMEOUT_S - 0.5 <= elapsed < BODY_TIMEOUT_S + 3
         line = wait_for(
             lambda: next(
-                (x for x in edge.nginx.access_lines() if x["request_id"] == request_id), None
+                (x for x in edge.nginx.access_lines() if x["client_request_id"] == request_id), None
             ),
             timeout=5,
             what="the access log line",

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from falcon import testing
+from falcon.util import async_to_sync
 from sqlalchemy import Engine
 
 from auditlog.app import create_app
@@ -161,26 +162,49 @@ class TestRefusals:
         assert result.status_code == 400
         assert result.json["description"].startswith(f"{parameter}:")
 
-    def test_exports_per_process_are_bounded(self, runtime: ApiRuntime, corpus: dict[str, Any]):
-        first = runtime.exports.export({"service": corpus["service"]})
-        with pytest.raises(Overloaded):
-            runtime.exports.export({"service": corpus["service"]})
-        assert next(first.body)  # streaming holds the slot...
-        first.body.close()  # ...and closing gives it back, cursor and all
-        assert runtime.exports.running == 0
-        again = runtime.exports.export({"service": corpus["service"]})
-        assert b"".join(again.body).count(b"\n") == len(corpus["sent"])
-        again.body.close()
-        assert runtime.exports.running == 0
+    def test_exports_are_bounded_per_key_and_per_process(
+        self, runtime: ApiRuntime, settings: Settings, corpus: dict[str, Any]
+    ):
+        per_key, per_process = settings.export_max_per_key, settings.export_max_per_process
+        query = {"service": corpus["service"]}
+
+        async def scenario() -> None:
+            async def allowed() -> bool:
+                return True
+
+            async def start(key: str) -> Any:
+                return await runtime.exports.export(query, key=key, still_allowed=allowed)
+
+            held = [await start("a") for _ in range(per_key)]
+            with pytest.raises(Overloaded, match="per key"):  # one key cannot take them all
+                await start("a")
+            keys = iter(f"k{n}" for n in range(per_process))
+            while runtime.exports.running < per_process:
+                held.append(await start(next(keys)))
+            with pytest.raises(Overloaded, match="this process already serves"):
+                await start("another")
+            assert await anext(held[0].body)  # streaming holds the slot...
+            for export in held:
+                await export.body.close()  # ...and closing gives it back, cursor and all
+            assert runtime.exports.running == 0
+            again = await start("a")
+            assert b"".join([c async for c in again.body]).count(b"\n") == len(corpus["sent"])
+            await again.body.close()
+            assert runtime.exports.running == 0
+
+        async_to_sync(scenario)
 
     def test_closing_early_gives_the_cursor_back(self, runtime: ApiRuntime, corpus: dict[str, Any]):
         """A client gone mid-stream: the server-side cursor and its connection are freed."""
-        rows = runtime.store.export(EventFilter(service=corpus["service"]), fetch_rows=5)
-        assert next(rows)["service"] == corpus["service"]
-        rows.close()  # warnings are errors here: a cursor left open would fail the test
-        assert len(list(runtime.store.export(EventFilter(service=corpus["service"])))) == len(
-            corpus["sent"]
-        )
+
+        async def scenario() -> None:
+            pages = runtime.store.export(EventFilter(service=corpus["service"]), fetch_rows=5)
+            assert (await anext(pages))[0]["service"] == corpus["service"]
+            await pages.aclose()  # warnings are errors here: a cursor left open would fail
+            everything = runtime.store.export(EventFilter(service=corpus["service"]))
+            assert sum([len(page) async for page in everything]) == len(corpus["sent"])
+
+        async_to_sync(scenario)
 
     def test_database_down_is_503_before_any_byte(self, settings: Settings):
         down = settings.model_copy(
@@ -194,4 +218,4 @@ class TestRefusals:
             assert result.headers["retry-after"]
             assert runtime.exports.running == 0
         finally:
-            runtime.close()
+            async_to_sync(runtime.close)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from falcon import testing
+from falcon.util import async_to_sync
 
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
@@ -24,7 +25,7 @@ def app_with(settings: Settings) -> Any:
 
     yield build
     for runtime in runtimes:
-        runtime.close()
+        async_to_sync(runtime.close)
 
 
 class TestReadiness:

@@ -10,9 +10,9 @@ import pytest
 from falcon import testing
 from sqlalchemy import Engine
 
-from auditlog.runtime import ApiRuntime
+from auditlog.settings import Settings
 from tests import factories
-from tests.helpers import wait_for
+from tests.helpers import event_stream, wait_for
 from tests.integration.conftest import post, stored_counts, wait_stored
 
 
@@ -107,7 +107,7 @@ class TestIdempotency:
     """The id is the idempotency key: a retry stores nothing new."""
 
     def test_retry_with_same_id_is_stored_once(
-        self, api: testing.TestClient, owner_db: Engine, runtime: ApiRuntime
+        self, api: testing.TestClient, owner_db: Engine, settings: Settings
     ):
         sent = factories.event()
         assert post(api, sent).status_code == 202
@@ -115,7 +115,7 @@ class TestIdempotency:
         changed = {**sent, "data": {"amount": 1}}
         assert post(api, changed).status_code == 202
         # An entry leaves the stream only once its batch has committed (or was skipped).
-        wait_for(lambda: runtime.stream.depth() == 0, timeout=30, what="the retry written")
+        wait_for(lambda: event_stream(settings).depth() == 0, timeout=30, what="the retry written")
         assert stored_counts(owner_db, [sent["id"]]) == {sent["id"]: 1}
         # The first write wins; the retry changed nothing.
         assert api.simulate_get(f"/v1/events/{sent['id']}").json["data"] == sent["data"]
@@ -129,12 +129,12 @@ class TestIdempotency:
         ]
 
     def test_uppercase_id_is_the_same_key(
-        self, api: testing.TestClient, owner_db: Engine, runtime: ApiRuntime
+        self, api: testing.TestClient, owner_db: Engine, settings: Settings
     ):
         sent = factories.event()
         assert post(api, sent).status_code == 202
         assert post(api, {**sent, "id": sent["id"].upper()}).status_code == 202
-        wait_for(lambda: runtime.stream.depth() == 0, timeout=30, what="both written")
+        wait_for(lambda: event_stream(settings).depth() == 0, timeout=30, what="both written")
         assert stored_counts(owner_db, [sent["id"]]) == {sent["id"]: 1}
 
 

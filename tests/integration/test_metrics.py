@@ -7,13 +7,14 @@ import uuid
 from typing import Any
 
 from falcon import testing
+from falcon.util import async_to_sync
 from prometheus_client.parser import text_string_to_metric_families
 
 from auditlog.app import create_app
 from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
 from tests import factories
-from tests.helpers import clear_redis
+from tests.helpers import clear_redis, event_stream
 from tests.integration.conftest import admin_client, post
 
 
@@ -72,8 +73,9 @@ class TestMetricsEndpoint:
             assert value(samples(client), "auditlog_queue_depth") == 0
             assert post(client, factories.events(3)).status_code == 202
             parsed = samples(client)
-            assert value(parsed, "auditlog_queue_depth") == runtime.stream.depth() == 3
-            assert value(parsed, "auditlog_dead_letters") == runtime.stream.dead_letter_count()
+            queue = event_stream(own)
+            assert value(parsed, "auditlog_queue_depth") == queue.depth() == 3
+            assert value(parsed, "auditlog_dead_letters") == queue.dead_letter_count()
         finally:
-            runtime.close()
+            async_to_sync(runtime.close)
             clear_redis(own)

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import redis
 from falcon import testing
+from falcon.util import async_to_sync
 from sqlalchemy import Engine, text
 
 from auditlog.app import create_app
@@ -22,7 +23,7 @@ from auditlog.settings import Settings
 from auditlog.storage.event_writer import WRITE_LOCK_KEY
 from auditlog.storage.stream import GROUP
 from tests import factories
-from tests.helpers import TcpProxy, WorkerProcess, clear_redis, settings_env, wait_for
+from tests.helpers import TcpProxy, WorkerProcess, clear_redis, event_stream, settings_env, wait_for
 from tests.integration.conftest import Tokens, authorized, post, stored_counts, wait_stored
 
 pytestmark = pytest.mark.slow
@@ -74,7 +75,7 @@ def _lane(settings: Settings, logs_dir: Path, token: str, **overrides: object) -
     yield lane
     for process in lane.workers:
         process.stop()
-    runtime.close()
+    async_to_sync(runtime.close)
     clear_redis(own)
 
 
@@ -119,7 +120,7 @@ class TestWorkerDeath:
         lane.worker().start()
         counts = wait_stored(owner_db, ids, timeout=60)
         assert set(counts.values()) == {1}
-        wait_for(lambda: lane.runtime.stream.depth() == 0, what="stream drained")
+        wait_for(lambda: event_stream(lane.settings).depth() == 0, what="stream drained")
 
     def test_pool_process_killed_mid_batch(self, lane: Lane, owner_db: Engine, write_lock: object):
         ids = lane.post_many(2000)
@@ -153,11 +154,11 @@ class TestRedelivery:
             "publisher": None,
             "occurred_at": stored["occurred_at"],
         }
-        lane.runtime.stream.append([orjson.dumps(again)])
+        async_to_sync(lane.runtime.appender.append, [orjson.dumps(again)])
         marker = factories.event()
         post(lane.client, marker)
         wait_stored(owner_db, [marker["id"]])
-        wait_for(lambda: lane.runtime.stream.depth() == 0, what="stream drained")
+        wait_for(lambda: event_stream(lane.settings).depth() == 0, what="stream drained")
         assert stored_counts(owner_db, [sent["id"]]) == {sent["id"]: 1}
         assert lane.client.simulate_get(f"/v1/events/{sent['id']}").json == stored
 
@@ -195,17 +196,17 @@ class TestPoison:
         unreadable = b"{not json"
         refused = factories.event(type="nul\x00in.type")  # PostgreSQL cannot store U+0000
         refused.update(received_at=refused["occurred_at"], publisher=None)
-        lane.runtime.stream.append([unreadable, orjson.dumps(refused)])
+        async_to_sync(lane.runtime.appender.append, [unreadable, orjson.dumps(refused)])
         result = post(lane.client, good)
         wait_stored(owner_db, result.json["ids"])
         wait_for(
-            lambda: lane.runtime.stream.dead_letter_count() == 2,
+            lambda: event_stream(lane.settings).dead_letter_count() == 2,
             timeout=30,
             what="two dead letters",
         )
-        wait_for(lambda: lane.runtime.stream.depth() == 0, what="stream drained")
+        wait_for(lambda: event_stream(lane.settings).depth() == 0, what="stream drained")
         assert stored_counts(owner_db, [refused["id"]]) == {}
-        letters = lane.runtime.stream.dead_letters()
+        letters = event_stream(lane.settings).dead_letters()
         errors = sorted(letter.error for letter in letters)
         assert errors[0].startswith("refused ")
         assert errors[1].startswith("unreadable entry")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from falcon import testing
+from falcon.util import async_to_sync
 from sqlalchemy import Engine
 
 from auditlog.services.queries import can_count_hourly
@@ -355,8 +356,8 @@ class TestHourlyCounts:
             service=corpus["service"], since=DAY, until=DAY + timedelta(days=2), **filters
         )
         assert can_count_hourly(flt, width, group_by)
-        hourly = runtime.store.hourly_bucket_counts(flt, width, group_by)
-        scanned = runtime.store.bucket_counts(flt, width, group_by)
+        hourly = async_to_sync(runtime.store.hourly_bucket_counts, flt, width, group_by)
+        scanned = async_to_sync(runtime.store.bucket_counts, flt, width, group_by)
         assert hourly == scanned
         assert sum(n for _, _, n in hourly) > 0
 

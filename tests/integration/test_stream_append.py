@@ -3,24 +3,25 @@ and each is still all or nothing, throttled and refused on its own."""
 
 from __future__ import annotations
 
-import threading
-import time
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aredis
+from falcon.util import async_to_sync
 
 from auditlog.errors import Overloaded, Unavailable
 from auditlog.settings import Settings
-from auditlog.storage.ratelimit import Bucket, RateLimiter, Throttled
-from auditlog.storage.stream import EventStream
+from auditlog.storage.ratelimit import Bucket, Throttled
+from auditlog.storage.stream_append import StreamAppender
 
 REQUESTS = 12
 
 
-class SlowFirstRedis(redis.Redis):
+class SlowFirstRedis(aredis.Redis):
     """A real client that counts script calls and holds the first one back a moment, so
     that the requests arriving meanwhile queue up behind it."""
 
@@ -28,57 +29,64 @@ class SlowFirstRedis(redis.Redis):
         super().__init__(*args, **kwargs)
         self.script_calls = 0
 
-    def evalsha(self, *args: Any, **kwargs: Any) -> Any:
+    async def evalsha(self, *args: Any, **kwargs: Any) -> Any:
         self.script_calls += 1
         if self.script_calls == 1:
-            time.sleep(0.3)
-        return super().evalsha(*args, **kwargs)
+            await asyncio.sleep(0.3)
+        return await super().evalsha(*args, **kwargs)
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[SlowFirstRedis]:
     client = SlowFirstRedis.from_url(settings.redis_url)
     yield client
+    async_to_sync(client.aclose)
+
+
+@pytest.fixture
+def plain(settings: Settings) -> Iterator[redis.Redis]:
+    """A plain client to look at what was stored."""
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
     client.close()
 
 
-def stream_for(client: redis.Redis, *, backlog_limit: int = 1_000_000) -> EventStream:
+def stream_for(client: aredis.Redis, *, backlog_limit: int = 1_000_000) -> StreamAppender:
     prefix = f"test-append-{uuid.uuid4().hex[:8]}"
-    return EventStream(
+    return StreamAppender(
         client,
         f"{prefix}:events",
         backlog_limit=backlog_limit,
-        buckets=RateLimiter(client, f"{prefix}:ratelimit"),
+        bucket_prefix=f"{prefix}:ratelimit",
     )
 
 
-def concurrently(stream: EventStream, requests: list[dict[str, Any]]) -> list[Any]:
-    """Send each request from a thread of its own, the first alone and the rest while its
-    round trip is under way; each thread's result or exception, in request order."""
-    results: list[Any] = [None] * len(requests)
+def concurrently(stream: StreamAppender, requests: list[dict[str, Any]]) -> list[Any]:
+    """Send the requests, the first alone and the rest while its round trip is under way;
+    each one's result or exception, in request order."""
 
-    def send(i: int) -> None:
+    async def send(i: int) -> Any:
+        if i:
+            await asyncio.sleep(0.1)  # the first is now in its (slowed) round trip
         try:
-            results[i] = stream.append(**requests[i])
+            return await stream.append(**requests[i])
         except Exception as exc:  # the refusals under test
-            results[i] = exc
+            return exc
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
-    threads[0].start()
-    time.sleep(0.1)  # the first is now in its (slowed) round trip
-    for thread in threads[1:]:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    return results
+    async def scenario() -> list[Any]:
+        return list(await asyncio.gather(*(send(i) for i in range(len(requests)))))
+
+    return async_to_sync(scenario)
 
 
-def entries(client: redis.Redis, stream: EventStream) -> dict[str, bytes]:
+def entries(client: redis.Redis, stream: StreamAppender) -> dict[str, bytes]:
     return {eid.decode(): fields[b"e"] for eid, fields in client.xrange(stream.key)}
 
 
 class TestGroupedAppend:
-    def test_requests_arriving_meanwhile_share_one_round_trip(self, client: SlowFirstRedis):
+    def test_requests_arriving_meanwhile_share_one_round_trip(
+        self, client: SlowFirstRedis, plain: redis.Redis
+    ):
         """Twelve concurrent requests take two script calls; each gets its own ids, in order."""
         stream = stream_for(client)
         requests = [
@@ -88,19 +96,21 @@ class TestGroupedAppend:
         try:
             results = concurrently(stream, requests)
             assert client.script_calls == 2
-            stored = entries(client, stream)
+            stored = entries(plain, stream)
             assert len(stored) == sum(r + 1 for r in range(REQUESTS))
             for r, ids in enumerate(results):
                 assert [stored[i] for i in ids] == requests[r]["payloads"]
                 assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
             # Each request's entries carry its own request id.
-            for _, fields in client.xrange(stream.key):
+            for _, fields in plain.xrange(stream.key):
                 payload = fields[b"e"].decode()
                 assert fields[b"r"].decode() == "req-" + payload[1 : payload.index("-")]
         finally:
-            client.delete(stream.key)
+            plain.delete(stream.key)
 
-    def test_each_request_is_all_or_nothing_against_the_backlog(self, client: SlowFirstRedis):
+    def test_each_request_is_all_or_nothing_against_the_backlog(
+        self, client: SlowFirstRedis, plain: redis.Redis
+    ):
         """Requests that would pass the backlog limit are refused whole; the others, in the
         same round trip, are stored whole."""
         stream = stream_for(client, backlog_limit=10)
@@ -109,7 +119,7 @@ class TestGroupedAppend:
         try:
             results = concurrently(stream, requests)
             refused = [i for i, r in enumerate(results) if isinstance(r, Overloaded)]
-            stored = entries(client, stream)
+            stored = entries(plain, stream)
             assert sum(len(r) for r in results if isinstance(r, list)) == len(stored) <= 10
             assert refused, "some request must have found the backlog full"
             for i, result in enumerate(results):
@@ -117,9 +127,11 @@ class TestGroupedAppend:
                     assert [stored[e] for e in result] == requests[i]["payloads"]
             assert all(isinstance(r, list | Overloaded) for r in results)
         finally:
-            client.delete(stream.key)
+            plain.delete(stream.key)
 
-    def test_an_empty_bucket_throttles_its_own_requests_only(self, client: SlowFirstRedis):
+    def test_an_empty_bucket_throttles_its_own_requests_only(
+        self, client: SlowFirstRedis, plain: redis.Redis
+    ):
         """One key's bucket holds two tokens: two of its requests pass, the rest are throttled,
         and another key's requests in the same round trips all pass."""
         stream = stream_for(client)
@@ -136,9 +148,9 @@ class TestGroupedAppend:
             throttled = [r for r in tight_results if not isinstance(r, list)]
             assert all(isinstance(r, Throttled) and r.wait_s > 0 for r in throttled)
             assert all(isinstance(r, list) and len(r) == 1 for r in loose_results)
-            assert len(entries(client, stream)) == 2 + len(loose_results)
+            assert len(entries(plain, stream)) == 2 + len(loose_results)
         finally:
-            client.delete(stream.key)
+            plain.delete(stream.key)
 
     def test_redis_not_answering_fails_every_request_of_the_group(self, settings: Settings):
         """A round trip that fails is Unavailable for each caller, none left waiting."""

@@ -12,12 +12,15 @@ from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio as aredis
+from falcon.util import async_to_sync
 from sqlalchemy import create_engine, text
 
 from auditlog.cli import drop_database, migrate, setup_database
-from auditlog.runtime import ApiRuntime, redis_client, tail_cache
+from auditlog.runtime import ApiRuntime
 from auditlog.services.ingest import EnvelopeFormat
 from auditlog.settings import Settings
+from auditlog.storage.tail import TailReader
 from tests import factories
 from tests.helpers import ApiProcess, WorkerProcess, clear_redis, rss_kib, seal_tree, wait_for
 from tests.integration.conftest import create_key, make_settings, wait_stored
@@ -181,31 +184,32 @@ class TestTailSpeed:
         try:
             ids: list[str] = []
             for _ in range(2):  # the writer fills the cache after each COMMIT
-                ids += cached.ingest.submit(
-                    orjson.dumps(factories.events(500)), EnvelopeFormat.NATIVE
+                ids += async_to_sync(
+                    cached.ingest.submit, orjson.dumps(factories.events(500)), EnvelopeFormat.NATIVE
                 )
             wait_stored(owner, ids)
             with owner.begin() as conn:
                 conn.execute(text("ANALYZE events"))
             with owner.connect() as conn:  # reads through the API were audited: the log grew
                 last = conn.scalar(text("SELECT max(seq) FROM events"))
-            cache = tail_cache(big_log, redis_client(big_log))
-            wait_for(lambda: cache.head() == last, what="the last batch cached")
-            cache.close()
+            cache = TailReader(aredis.Redis.from_url(big_log.redis_url), big_log.key("tail"))
+            wait_for(lambda: async_to_sync(cache.head) == last, what="the last batch cached")
+            async_to_sync(cache.close)
             figures = {}
             for name, params in (
                 ("whole log, 100", {"limit": "100"}),
                 ("one service, 100", {"service": "billing", "limit": "100"}),
                 ("one type, 20", {"type": "customer.billed", "limit": "20"}),
             ):
-                hit, miss = cached.tail.tail(params), direct.tail.tail(params)
+                hit = async_to_sync(cached.tail.tail, params)
+                miss = async_to_sync(direct.tail.tail, params)
                 assert (hit.source, miss.source) == ("cache", "database")
                 assert [orjson.loads(e) for e in hit.events] == [
                     orjson.loads(e) for e in miss.events
                 ]
                 figures[name] = (
-                    timed(lambda p=params: cached.tail.tail(p)),  # type: ignore[misc]
-                    timed(lambda p=params: direct.tail.tail(p)),  # type: ignore[misc]
+                    timed(lambda p=params: async_to_sync(cached.tail.tail, p)),  # type: ignore[misc]
+                    timed(lambda p=params: async_to_sync(direct.tail.tail, p)),  # type: ignore[misc]
                 )
             print()  # the figures go in the report (pytest -s)
             for name, ((cache_med, cache_p95), (db_med, db_p95)) in figures.items():
@@ -216,6 +220,6 @@ class TestTailSpeed:
                 assert cache_med < db_med
         finally:
             owner.dispose()
-            direct.close()
-            cached.close()
+            async_to_sync(direct.close)
+            async_to_sync(cached.close)
             worker.stop()

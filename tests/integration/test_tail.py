@@ -4,7 +4,6 @@ from the database whenever the cache cannot vouch for it, and follow=true as a s
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import orjson
 import pytest
 import redis
 from falcon import testing
+from falcon.util import async_to_sync
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 
@@ -27,7 +27,14 @@ from auditlog.storage.engine import create_role_engine
 from auditlog.storage.event_writer import EventWriter
 from tests import factories
 from tests.helpers import RedisServer, WorkerProcess, clear_redis, wait_for
-from tests.integration.conftest import admin_client, post, wait_stored
+from tests.integration.conftest import (
+    Call,
+    admin_client,
+    concurrently,
+    post,
+    post_call,
+    wait_stored,
+)
 
 
 def counter(name: str, **labels: str) -> float:
@@ -46,7 +53,7 @@ def tail(source: testing.TestClient | ApiRuntime, **params: Any) -> list[dict[st
     """The tail through HTTP, or straight from the service (a read through the API is itself
     audited: an event of service `auditlog` joins the whole-log tail right after)."""
     if isinstance(source, ApiRuntime):
-        answer = source.tail.tail({k: str(v) for k, v in params.items()})
+        answer = async_to_sync(source.tail.tail, {k: str(v) for k, v in params.items()})
         return [orjson.loads(e) for e in answer.events]
     result = source.simulate_get("/v1/events/tail", params=params)
     assert result.status_code == 200, result.text
@@ -95,7 +102,7 @@ def app_with(settings: Settings, **overrides: Any) -> Iterator[tuple[testing.Tes
     try:
         yield admin_client(create_app(own, runtime=runtime)), runtime
     finally:
-        runtime.close()
+        async_to_sync(runtime.close)
 
 
 # Nothing listens on port 1: connections are refused at once.
@@ -300,7 +307,7 @@ def lane(settings: Settings, logs_dir: Path, **overrides: Any) -> Iterator[Lane]
         yield Lane(own, admin_client(create_app(own, runtime=runtime)), runtime, worker)
     finally:
         worker.stop()
-        runtime.close()
+        async_to_sync(runtime.close)
         with contextlib.suppress(redis.RedisError):
             clear_redis(own)
 
@@ -459,18 +466,15 @@ class TestFollow:
         sent = factories.events(3, service=service)
         noise = factories.events(2, service=f"other-{uuid.uuid4().hex[:8]}")
 
-        def produce() -> None:
-            time.sleep(0.3)
-            post(client, sent[:2] + noise)
-            time.sleep(0.3)
-            post(client, sent[2:])
-
-        producer = threading.Thread(target=produce)
-        producer.start()
-        result = client.simulate_get(
-            "/v1/events/tail", params={"follow": "true", "service": service}
+        result, first, second = concurrently(
+            client,
+            Call(
+                "GET", "/v1/events/tail", kwargs={"params": {"follow": "true", "service": service}}
+            ),
+            post_call(sent[:2] + noise, delay_s=0.3),
+            post_call(sent[2:], delay_s=0.6),
         )
-        producer.join()
+        assert first.status_code == second.status_code == 202
         assert result.status_code == 200
         assert result.headers["content-type"] == "text/event-stream"
         blocks = sse(result.content)
@@ -511,17 +515,15 @@ class TestFollow:
 
     def test_followers_per_process_are_bounded(self, following: tuple[testing.TestClient, Any]):
         client, runtime = following
-        first = threading.Thread(
-            target=client.simulate_get,
-            args=("/v1/events/tail",),
-            kwargs={"params": {"follow": "true"}},
+        follow = {"params": {"follow": "true"}}
+        first, refused = concurrently(
+            client,
+            Call("GET", "/v1/events/tail", kwargs=follow),
+            Call("GET", "/v1/events/tail", delay_s=0.5, kwargs=follow),
         )
-        first.start()
-        wait_for(lambda: runtime.tail.followers == 1, what="one follower")
-        refused = client.simulate_get("/v1/events/tail", params={"follow": "true"})
+        assert first.status_code == 200
         assert refused.status_code == 503
         assert refused.headers["retry-after"]
-        first.join()
         assert runtime.tail.followers == 0  # the slot is given back when the stream ends
 
     def test_follows_from_the_database_without_redis(

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from falcon.util import async_to_sync
 from sqlalchemy import Connection, Engine, create_engine, text
 
 from auditlog.app import create_app
@@ -29,7 +29,14 @@ from auditlog.runtime import ApiRuntime
 from auditlog.settings import Settings
 from tests import factories
 from tests.helpers import WorkerProcess, clear_redis, settings_env
-from tests.integration.conftest import authorized, create_key, make_settings, post, wait_stored
+from tests.integration.conftest import (
+    authorized,
+    concurrently,
+    create_key,
+    make_settings,
+    post_call,
+    wait_stored,
+)
 
 pytestmark = pytest.mark.slow
 EVENTS = 3000
@@ -51,23 +58,17 @@ def log(logs_dir: Path) -> Iterator[Settings]:
     ]
     ids: list[str] = []
 
-    def produce() -> None:
-        for _ in range(EVENTS // 3 // 50):
-            result = post(client, factories.events(50))
+    for _ in range(EVENTS // 3 // 50):
+        # Three requests at a time: batches from concurrent requests interleave in the tree.
+        for result in concurrently(client, *(post_call(factories.events(50)) for _ in range(3))):
             assert result.status_code == 202
             ids.extend(result.json["ids"])
-
-    threads = [threading.Thread(target=produce) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
     owner = create_engine(settings.url_for("owner"))
     wait_stored(owner, ids, timeout=120)
     for process in workers:
         process.stop()
     owner.dispose()
-    runtime.close()
+    async_to_sync(runtime.close)
     yield settings
     drop_database(settings)
     clear_redis(settings)
@@ -320,7 +321,7 @@ class TestTampering:
         try:
             assert client.simulate_get(f"/v1/events/{target}/proof").status_code == 200
         finally:
-            runtime.close()
+            async_to_sync(runtime.close)
 
     def test_untouched_again_after_the_repairs(self, log: Settings):
         result = verify(log)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import falcon
+import falcon.asgi
 
 from auditlog.errors import BodyTooLarge, UnsupportedMediaType
 from auditlog.services.auth import Scope
@@ -30,11 +31,11 @@ def envelope_format(content_type: str | None) -> EnvelopeFormat:
     return fmt
 
 
-def read_body(req: falcon.Request, limit: int) -> bytes:
+async def read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     """The whole body, refusing (413) one longer than limit without reading it all."""
     if req.content_length is not None and req.content_length > limit:
         raise BodyTooLarge(f"the body is {req.content_length} bytes; the limit is {limit}")
-    body = req.bounded_stream.read(limit + 1)
+    body = await req.bounded_stream.read(limit + 1)
     if len(body) > limit:
         raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
     return body
@@ -51,18 +52,18 @@ class EventsResource:
         self._queries = queries
         self._max_body_bytes = max_body_bytes
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         fmt = envelope_format(req.content_type)
-        body = read_body(req, self._max_body_bytes)
-        ids = self._ingest.submit(
+        body = await read_body(req, self._max_body_bytes)
+        ids = await self._ingest.submit(
             body, fmt, principal=req.context.principal, request_id=req.context.request_id
         )
         req.context.accepted = len(ids)
         resp.status = falcon.HTTP_202
         resp.media = {"accepted": len(ids), "ids": ids}
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        page = self._queries.list(req.params)
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        page = await self._queries.list(req.params)
         req.context.results = len(page.events)
         resp.media = {"events": page.events, "next_cursor": page.next_cursor}
 
@@ -75,7 +76,9 @@ class EventResource:
     def __init__(self, queries: QueryService):
         self._queries = queries
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, event_id: str) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, event_id: str
+    ) -> None:
         no_parameters(req.params)
-        resp.media = self._queries.get(event_id)
+        resp.media = await self._queries.get(event_id)
         req.context.results = 1

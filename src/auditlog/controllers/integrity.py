@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import falcon
+import falcon.asgi
 
 from auditlog.services.auth import Scope
 from auditlog.services.integrity import IntegrityService
@@ -19,8 +19,8 @@ class TreeHeadResource:
     def __init__(self, integrity: IntegrityService):
         self._integrity = integrity
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._integrity.tree_head(req.params)
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = await self._integrity.tree_head(req.params)
 
 
 class InclusionProofResource:
@@ -29,8 +29,10 @@ class InclusionProofResource:
     def __init__(self, integrity: IntegrityService):
         self._integrity = integrity
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, event_id: str) -> None:
-        resp.media = self._integrity.inclusion_proof(event_id, req.params)
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, event_id: str
+    ) -> None:
+        resp.media = await self._integrity.inclusion_proof(event_id, req.params)
 
 
 class ConsistencyProofResource:
@@ -39,8 +41,8 @@ class ConsistencyProofResource:
     def __init__(self, integrity: IntegrityService):
         self._integrity = integrity
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._integrity.consistency(req.params)
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = await self._integrity.consistency(req.params)
 
 
 class PublicKeyResource:
@@ -49,6 +51,6 @@ class PublicKeyResource:
     def __init__(self, integrity: IntegrityService):
         self._integrity = integrity
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         no_parameters(req.params)
         resp.media = self._integrity.public_key()

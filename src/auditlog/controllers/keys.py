@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import falcon
+import falcon.asgi
 
 from auditlog.canonical import format_timestamp
-from auditlog.services.auth import KeyAdmin, Scope
+from auditlog.services.auth import KeyDirectory, Scope
 from auditlog.services.queries import no_parameters
 
 
 class KeysResource:
     scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.ADMIN}
 
-    def __init__(self, admin: KeyAdmin):
-        self._admin = admin
+    def __init__(self, keys: KeyDirectory):
+        self._keys = keys
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         no_parameters(req.params)
-        keys = self._admin.list()
+        keys = await self._keys.list()
         req.context.results = len(keys)
         resp.media = {
             "keys": [

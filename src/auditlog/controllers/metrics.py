@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import falcon
+import falcon.asgi
+import structlog
 
 from auditlog.metrics import (
     EVENTS_ACCEPTED,
     HTTP_REQUEST_SECONDS,
     INGEST_REFUSED,
     Exposition,
+    QueueCollector,
     refusal_reason,
 )
 
+log = structlog.get_logger("auditlog.metrics")
+
 INGEST_ROUTE = "/v1/events"
+# Label values come from closed sets: a client cannot add series by inventing methods.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class MetricsResource:
@@ -23,10 +31,19 @@ class MetricsResource:
 
     public: ClassVar[bool] = True  # answers without a key
 
-    def __init__(self, exposition: Exposition):
+    def __init__(
+        self, exposition: Exposition, queue: QueueCollector, depth: Callable[[], Awaitable[Any]]
+    ):
         self._exposition = exposition
+        self._queue = queue
+        self._depth = depth
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        try:
+            self._queue.set(await self._depth())
+        except Exception as exc:  # a scrape must answer even when Redis does not
+            log.warning("queue depth unavailable", error=str(exc))
+            self._queue.set(None)
         body, content_type = self._exposition.render(req.get_header("Accept"))
         resp.content_type = content_type
         resp.data = body
@@ -35,21 +52,26 @@ class MetricsResource:
 class RequestMetrics:
     """Latency per route template and status; POST /v1/events accepted or refused, and why."""
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         req.context.metrics_started = time.perf_counter()
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        req_succeeded: bool,
     ) -> None:
         started = getattr(req.context, "metrics_started", None)
         if started is None:
             return
         route = req.uri_template or "unmatched"  # unknown paths: one label, not one per path
+        method = req.method if req.method in METHODS else "other"
         status = resp.status_code
-        HTTP_REQUEST_SECONDS.labels(req.method, route, str(status)).observe(
+        HTTP_REQUEST_SECONDS.labels(method, route, str(status)).observe(
             time.perf_counter() - started
         )
-        if req.method != "POST" or route != INGEST_ROUTE:
+        if method != "POST" or route != INGEST_ROUTE:
             return
         if status == 202:
             EVENTS_ACCEPTED.inc(getattr(req.context, "accepted", 0))

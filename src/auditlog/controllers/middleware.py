@@ -1,7 +1,9 @@
-"""Per-request context: the request id, and one canonical log line per request."""
+"""Per-request context (the request id, the client's address, one log line) and the
+authentication every resource gets unless it is declared public."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 import uuid
@@ -9,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import falcon
+import falcon.asgi
 import structlog
 
 from auditlog.errors import InvalidQuery, MalformedRequest
@@ -17,8 +20,12 @@ from auditlog.services.auth import Authenticator, Scope
 
 log = structlog.get_logger("auditlog.http")
 
-# A client's own id is kept if it is short and plain; anything else is replaced.
+# A request id is kept if it is short and plain; anything else is replaced.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# A refused request's body is charged against its key's rate: one request, plus one per
+# this many bytes, so that sending megabytes of invalid events is not free.
+CHARGE_BYTES = 64 * 1024
+SLOW_REQUEST_S = 1.0
 
 
 def is_public(resource: Any) -> bool:
@@ -26,28 +33,83 @@ def is_public(resource: Any) -> bool:
     return getattr(type(resource), "public", False) is True
 
 
+def _plain(value: str | None) -> str | None:
+    return value if value and _REQUEST_ID.fullmatch(value) else None
+
+
 class RequestContext:
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        request_id = req.get_header("X-Request-ID")
-        if not request_id or not _REQUEST_ID.fullmatch(request_id):
+    """The request's ids and the client's address, taken from a proxy only if it is one of
+    `trusted_proxies` (nginx overwrites X-Request-ID, X-Client-Request-ID and X-Real-IP;
+    a client that reaches an instance directly cannot forge them).
+
+    A request is logged when it was refused or failed (4xx, 5xx: with the reason, which
+    nginx's access log lacks) or slow; nginx's access log has a line for every request with
+    the same request id, and a line per accepted request here cost a tenth of the ingest
+    path's CPU (docs/DESIGN.md, "Serving").
+    """
+
+    def __init__(self, trusted_proxies: str):
+        self._trusted = [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in trusted_proxies.split(",")
+            if part.strip()
+        ]
+        self._trusted_cache: dict[str, bool] = {}
+
+    def _from_proxy(self, peer: str | None) -> bool:
+        if not peer:
+            return False
+        known = self._trusted_cache.get(peer)
+        if known is None:
+            try:
+                address = ipaddress.ip_address(peer)
+                known = any(address in network for network in self._trusted)
+            except ValueError:  # a Unix socket's "address"
+                known = False
+            if len(self._trusted_cache) < 1024:
+                self._trusted_cache[peer] = known
+        return known
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        peer = req.remote_addr
+        proxied = self._from_proxy(peer)
+        own = req.get_header("X-Request-ID")
+        if proxied:
+            request_id = _plain(own) or uuid.uuid4().hex
+            client_request_id = _plain(req.get_header("X-Client-Request-ID"))
+            ip = req.get_header("X-Real-IP") or peer
+        else:
             request_id = uuid.uuid4().hex
-        req.context.request_id = request_id
-        req.context.started = time.perf_counter()
+            client_request_id = _plain(own)
+            ip = peer
+        ctx = req.context
+        ctx.request_id = request_id
+        ctx.client_request_id = client_request_id
+        ctx.ip = ip
+        ctx.principal = None
+        ctx.started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         resp.set_header("X-Request-ID", request_id)
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        req_succeeded: bool,
     ) -> None:
         started = getattr(req.context, "started", None)
-        elapsed_ms = (time.perf_counter() - started) * 1000 if started else None
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        status = int(resp.status_code)
+        if status < 400 and elapsed < SLOW_REQUEST_S:
+            return
         log.info(
             "request",
             method=req.method,
             path=req.path,
-            status=int(resp.status_code),
-            duration_ms=round(elapsed_ms, 3) if elapsed_ms is not None else None,
+            status=status,
+            duration_ms=round(elapsed * 1000, 3),
             **getattr(req.context, "log_fields", {}),
         )
 
@@ -67,15 +129,16 @@ class Authentication:
         self._authenticator = authenticator
         self._audit = audit
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.principal = None
-
-    def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    async def process_resource(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        params: dict[str, Any],
     ) -> None:
         if is_public(resource):
             return
-        principal = self._authenticator.authenticate(req.get_header("Authorization"))
+        principal = await self._authenticator.authenticate(req.get_header("Authorization"))
         req.context.principal = principal
         structlog.contextvars.bind_contextvars(key=principal.name)
         # A responder the resource does not list in `scopes` is refused (deny by default);
@@ -83,43 +146,62 @@ class Authentication:
         if hasattr(resource, f"on_{req.method.lower()}"):
             need = getattr(resource, "scopes", {}).get(req.method)
             self._authenticator.authorize(principal, need, f"{req.method} {req.uri_template}")
-        # Then the key's rate-limit token. Resources that spend it themselves (POST
-        # /v1/events does, in the same Redis round trip as the append) say so.
-        if req.method not in getattr(resource, "throttles_itself", ()):
-            self._authenticator.throttle(principal)
+        # Then the key's rate-limit token, before any work is done for the request.
+        # Resources that spend it themselves (POST /v1/events does, in the same Redis round
+        # trip as the append) say so; a key known to be out of tokens is refused even so.
+        if req.method in getattr(resource, "throttles_itself", ()):
+            self._authenticator.refuse_if_empty(principal)
+        else:
+            await self._authenticator.throttle(principal)
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        req_succeeded: bool,
     ) -> None:
-        principal = getattr(req.context, "principal", None)
-        if principal is None or req.method != "GET" or principal.scope is Scope.WRITE:
+        principal = req.context.principal
+        if principal is None:
             return
-        if resp.status_code == 429:
+        status = int(resp.status_code)
+        wait = getattr(req.context, "rate_limited_s", None)
+        if wait is not None:
+            self._authenticator.note_empty(principal, wait)
+        if req.method == "POST" and 400 <= status < 500 and status not in (401, 403, 429):
+            # Refused work is not free: what it cost is charged against the key's rate.
+            size = req.content_length or 0
+            await self._authenticator.charge(principal, 1 + size // CHARGE_BYTES)
+        if req.method != "GET" or principal.scope is Scope.WRITE:
+            return
+        if status == 429:
             # Refused for its rate, it read nothing: recording it would let a throttled key
             # still make the log do work per request (the request metrics count these).
             return
-        recorded = self._audit.query(
+        recorded = await self._audit.query(
             key_name=principal.name,
             method=req.method,
             path=req.path,
+            query_string=req.query_string,
             params=req.params,
-            status=int(resp.status_code),
+            status=status,
             results=getattr(req.context, "results", None),
             context={
-                "request_id": getattr(req.context, "request_id", None),
-                "ip": req.access_route[0] if req.access_route else req.remote_addr,
+                "request_id": req.context.request_id,
+                "client_request_id": req.context.client_request_id,
+                "ip": req.context.ip,
                 "user_agent": req.user_agent,
             },
         )
-        if not recorded and self._audit.strict_reads and int(resp.status_code) < 400:
+        if not recorded and self._audit.strict_reads and status < 400:
             # No unaudited reads: withhold the answer rather than give it unrecorded.
             resp.status = falcon.HTTP_503
             resp.set_header("Retry-After", "5")
             # A streamed answer (export, follow) holds a slot and a cursor until closed.
             close = getattr(resp.stream, "close", None)
-            if close is not None:
-                close()
             resp.stream = None
+            if close is not None:
+                await close()
             resp.content_type = falcon.MEDIA_JSON  # not the export's or the tail's own
             resp.delete_header("Content-Disposition")
             resp.media = {
@@ -138,23 +220,26 @@ def _utf8(raw: bytes) -> str | None:
 class Utf8Only:
     """Refuse a path or query string that is not UTF-8, instead of guessing.
 
-    Falcon decodes what it cannot read as U+FFFD, so `?service=%FF` would quietly become a
-    search for a replacement character: a client whose bytes are not what it meant gets a
-    400 naming the part. WSGI hands both over as latin-1 text of the raw bytes.
+    The server decodes what it cannot read as U+FFFD, so `?service=%FF` would quietly become
+    a search for a replacement character: a client whose bytes are not what it meant gets a
+    400 naming the part. ASGI hands over both as the raw bytes the client sent.
     """
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        path = req.env.get("PATH_INFO", "")
-        if _utf8(path.encode("latin-1", "replace")) is None:
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        raw_path = req.scope.get("raw_path")
+        if (
+            raw_path is not None
+            and (b"%" in raw_path or not raw_path.isascii())
+            and _utf8(unquote_to_bytes(raw_path)) is None
+        ):
             raise MalformedRequest("the path is not valid UTF-8")
-        query = req.env.get("QUERY_STRING", "")
-        if query.isascii() and "%" not in query:
+        query: bytes = req.scope.get("query_string", b"")
+        if query.isascii() and b"%" not in query:
             return
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            decoded = _utf8(unquote_to_bytes(name.replace("+", " ").encode("latin-1", "replace")))
+        for part in query.split(b"&"):
+            name, _, value = part.partition(b"=")
+            decoded = _utf8(unquote_to_bytes(name.replace(b"+", b" ")))
             if decoded is None:
                 raise InvalidQuery("query string", "a parameter name is not valid UTF-8")
-            raw = unquote_to_bytes(value.replace("+", " ").encode("latin-1", "replace"))
-            if _utf8(raw) is None:
+            if _utf8(unquote_to_bytes(value.replace(b"+", b" "))) is None:
                 raise InvalidQuery(decoded, "is not valid UTF-8 (percent-escapes must spell UTF-8)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import falcon
+import falcon.asgi
 
 from auditlog.services.auth import Scope
 from auditlog.services.queries import QueryService
@@ -16,7 +16,7 @@ class BucketsResource:
     def __init__(self, queries: QueryService):
         self._queries = queries
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = self._queries.buckets(req.params)
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await self._queries.buckets(req.params)
         req.context.results = len(body["buckets"])
         resp.media = body

@@ -6,19 +6,15 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import falcon
+import falcon.asgi
 
+from auditlog.controllers.streaming import UntilGone, stream_headers
 from auditlog.errors import InvalidQuery
-from auditlog.services.auth import Scope
+from auditlog.services.auth import Authenticator, Scope
 from auditlog.services.export import ExportService
 from auditlog.services.tail import TailService
 
 SSE = "text/event-stream"
-
-
-def _stream_headers(resp: falcon.Response) -> None:
-    resp.set_header("Cache-Control", "no-store")
-    # nginx must pass each chunk on as it comes, not buffer the answer.
-    resp.set_header("X-Accel-Buffering", "no")
 
 
 class TailResource:
@@ -26,24 +22,31 @@ class TailResource:
 
     scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ}
 
-    def __init__(self, tail: TailService):
+    def __init__(self, tail: TailService, authenticator: Authenticator):
         self._tail = tail
+        self._authenticator = authenticator
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         params = dict(req.params)
         follow = params.pop("follow", "false")
         if isinstance(follow, list):
             raise InvalidQuery("follow", "is given more than once")
         if follow == "true":
-            stream = self._tail.follow(params, req.get_header("Last-Event-ID"))
+            principal = req.context.principal
+            stream = await self._tail.follow(
+                params,
+                req.get_header("Last-Event-ID"),
+                key=principal.name,
+                still_allowed=lambda: self._authenticator.still_valid(principal),
+            )
             resp.content_type = SSE
-            _stream_headers(resp)
-            resp.stream = stream
+            stream_headers(resp)
+            resp.stream = UntilGone(req, stream)
             req.context.log_fields = {"follow": True}
             return
         if follow != "false":
             raise InvalidQuery("follow", "must be true or false")
-        answer = self._tail.tail(params)
+        answer = await self._tail.tail(params)
         req.context.log_fields = {"tail": answer.source}
         req.context.results = len(answer.events)
         resp.etag = answer.etag
@@ -68,12 +71,18 @@ class ExportResource:
 
     scopes: ClassVar[dict[str, Scope]] = {"GET": Scope.READ}
 
-    def __init__(self, exports: ExportService):
+    def __init__(self, exports: ExportService, authenticator: Authenticator):
         self._exports = exports
+        self._authenticator = authenticator
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        export = self._exports.export(req.params)
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        principal = req.context.principal
+        export = await self._exports.export(
+            req.params,
+            key=principal.name,
+            still_allowed=lambda: self._authenticator.still_valid(principal),
+        )
         resp.content_type = export.media_type
         resp.downloadable_as = export.filename
-        _stream_headers(resp)
-        resp.stream = export.body
+        stream_headers(resp)
+        resp.stream = UntilGone(req, export.body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import falcon
+import falcon.asgi
 
 from auditlog.errors import NotFound
 from auditlog.viewer import SECURITY_HEADERS, ViewerBundle
@@ -17,7 +18,10 @@ class ViewerResource:
     def __init__(self, bundle: ViewerBundle):
         self._bundle = bundle
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, asset: str = "") -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, asset: str = ""
+    ) -> None:
+        # The files are in memory (read at start-up): nothing here waits.
         found = self._bundle.get(asset)
         if found is None:
             if not self._bundle.built:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -16,20 +17,36 @@ from auditlog.storage.keys import ApiKey
 log = structlog.get_logger("auditlog.audit")
 
 SERVICE = "auditlog"
+# What a read's record keeps of the request: a client's text is bounded, so that a read
+# cannot make the log grow faster than the client sends (the whole query string is kept as
+# its SHA-256 and length when anything was left out).
 _MAX_VALUE = 256
+_MAX_PARAMS = 16
+_MAX_LIST = 4
+_MAX_FILTERS_CHARS = 2048
 
 
-def _plain(value: str) -> str:
+def _plain(value: str, limit: int = _MAX_VALUE) -> str:
     """A request's own text made storable: no U+0000, bounded length."""
-    return value.replace("\x00", "\\u0000")[:_MAX_VALUE]
+    return value.replace("\x00", "\\u0000")[:limit]
 
 
-def _params(params: Mapping[str, str | list[str]]) -> dict[str, Any]:
+def _params(params: Mapping[str, str | list[str]]) -> tuple[dict[str, Any], bool]:
+    """The parameters as recorded, and whether anything was left out."""
     out: dict[str, Any] = {}
-    for name, value in list(params.items())[:32]:
-        key = _plain(name)
-        out[key] = [_plain(v) for v in value[:8]] if isinstance(value, list) else _plain(value)
-    return out
+    budget = _MAX_FILTERS_CHARS
+    cut = len(params) > _MAX_PARAMS
+    for name, value in list(params.items())[:_MAX_PARAMS]:
+        key = _plain(name, 64)
+        kept = [_plain(v) for v in value[:_MAX_LIST]] if isinstance(value, list) else _plain(value)
+        size = len(key) + sum(map(len, kept if isinstance(kept, list) else [kept]))
+        if size > budget:
+            cut = True
+            break
+        budget -= size
+        cut = cut or key != name or kept != value
+        out[key] = kept
+    return out, cut
 
 
 class SelfAudit:
@@ -39,18 +56,24 @@ class SelfAudit:
         self._ingest = ingest
         self.strict_reads = strict_reads
 
-    def query(
+    async def query(
         self,
         *,
         key_name: str,
         method: str,
         path: str,
+        query_string: str,
         params: Mapping[str, str | list[str]],
         status: int,
         results: int | None,
         context: Mapping[str, str | None],
     ) -> bool:
         """Record one read; False (after logging the whole record) if it could not be."""
+        filters, cut = _params(params)
+        data: dict[str, Any] = {"filters": filters, "results": results}
+        if cut:
+            data["query_sha256"] = hashlib.sha256(query_string.encode()).hexdigest()
+            data["query_bytes"] = len(query_string.encode())
         event = {
             "type": "auditlog.query.executed",
             "service": SERVICE,
@@ -63,17 +86,17 @@ class SelfAudit:
                 "path": _plain(path),
                 "status": status,
             },
-            "data": {"filters": _params(params), "results": results},
+            "data": data,
         }
-        return self._record(event)
+        return await self._record(event)
 
-    def key_changed(self, what: str, key: ApiKey, actor: str) -> bool:
+    async def key_changed(self, what: str, key: ApiKey, actor: str) -> bool:
         data: dict[str, Any] = {"name": key.name}
         if what == "created":
             data.update(scope=key.scope, services=list(key.services))
         if what in ("created", "limited"):
             data.update(rate_per_s=key.rate_per_s, burst=key.burst)
-        return self._record(
+        return await self._record(
             {
                 "type": f"auditlog.key.{what}",
                 "service": SERVICE,
@@ -85,10 +108,10 @@ class SelfAudit:
             }
         )
 
-    def _record(self, event: dict[str, Any]) -> bool:
+    async def _record(self, event: dict[str, Any]) -> bool:
         event["occurred_at"] = format_timestamp(datetime.now(UTC))
         try:
-            self._ingest.record([event], publisher=SERVICE)
+            await self._ingest.record([event], publisher=SERVICE)
         except AuditlogError as exc:
             problems = [e.as_dict() for e in getattr(exc, "errors", [])]
             log.error(

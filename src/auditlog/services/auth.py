@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import math
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ import structlog
 
 from auditlog.errors import Forbidden, RateLimited, Unauthorized, Unavailable
 from auditlog.services.envelope import SERVICE_PATTERN
-from auditlog.storage.keys import ApiKey, KeyStore
+from auditlog.storage.keys import ApiKey, KeyReader, KeyStore
 from auditlog.storage.ratelimit import Bucket, RateLimiter
 
 log = structlog.get_logger("auditlog.auth")
@@ -73,16 +73,21 @@ class Principal:
         return RateLimited(
             f"key {self.name!r} is limited to {self.rate_per_s:g} requests/s (burst {self.burst})",
             max(1, math.ceil(wait_s)),
+            wait_s,
         )
 
 
 class Authenticator:
     """Token -> Principal, from an in-memory copy of the key table refreshed every few
-    seconds, so that a revocation reaches every API process within `ttl_s`."""
+    seconds, so that a revocation reaches every API process within `ttl_s`.
+
+    One process is one event loop: the copy is reloaded by one task at a time, while the
+    requests that arrive meanwhile are answered from the copy they find.
+    """
 
     def __init__(
         self,
-        keys: KeyStore,
+        keys: KeyReader,
         limiter: RateLimiter,
         *,
         ttl_s: float,
@@ -98,27 +103,47 @@ class Authenticator:
         self._clock = clock
         self._cache: dict[bytes, ApiKey] | None = None
         self._loaded_at = 0.0
-        self._lock = threading.Lock()
+        self._loading: asyncio.Task[None] | None = None
+        # Keys known to have spent their bucket, and until when (monotonic): refused before
+        # any work is done for them, without asking Redis.
+        self._empty_until: dict[str, float] = {}
 
-    def _active(self, max_age_s: float | None = None) -> dict[bytes, ApiKey]:
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl_s
+
+    async def _reload(self) -> None:
+        try:
+            self._cache = await self._keys.active()
+        except Unavailable:
+            if self._cache is None:
+                raise
+            # Keep serving with the keys we know (ingest must outlive a database outage);
+            # revocations wait for the database to come back.
+            log.warning("key table unreadable; using the last copy")
+        self._loaded_at = self._clock()
+
+    async def _active(self, max_age_s: float | None = None) -> dict[bytes, ApiKey]:
         max_age = self._ttl_s if max_age_s is None else max_age_s
-        now = self._clock()
-        if self._cache is not None and now - self._loaded_at < max_age:
+        if self._cache is not None and self._clock() - self._loaded_at < max_age:
             return self._cache
-        with self._lock:
-            if self._cache is None or now - self._loaded_at >= max_age:
-                try:
-                    self._cache = self._keys.active()
-                except Unavailable:
-                    if self._cache is None:
-                        raise
-                    # Keep serving with the keys we know (ingest must outlive a database
-                    # outage); revocations wait for the database to come back.
-                    log.warning("key table unreadable; using the last copy")
-                self._loaded_at = now
-            return self._cache
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._reload())
+            self._loading.add_done_callback(self._loaded)
+        if self._cache is not None and max_age_s is None:
+            return self._cache  # older than ttl_s by at most the reload under way
+        # Wait for the copy being loaded (shielded: a request cancelled meanwhile must not
+        # cancel the load the others wait for).
+        await asyncio.shield(self._loading)
+        assert self._cache is not None
+        return self._cache
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    def _loaded(self, task: asyncio.Task[None]) -> None:
+        self._loading = None
+        if not task.cancelled():
+            task.exception()  # retrieved here; the waiters re-raise it themselves
+
+    async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthorized("send Authorization: Bearer <token>", token_given=False)
         scheme, _, token = authorization.partition(" ")
@@ -128,11 +153,11 @@ class Authenticator:
                 "use the Bearer scheme: Authorization: Bearer <token>", token_given=True
             )
         digest = token_hash(token)
-        key = self._active().get(digest)
+        key = (await self._active()).get(digest)
         if key is None:
             # Perhaps a key created since the last reload: look again, but no more than ten
             # times a second, so that unknown tokens cannot hammer the database.
-            key = self._active(max_age_s=MISS_RELOAD_S).get(digest)
+            key = (await self._active(max_age_s=MISS_RELOAD_S)).get(digest)
         # No timing leak: the only comparison is the table's lookup of the token's SHA-256,
         # whose bytes an attacker cannot steer towards a stored digest one at a time.
         if key is None:
@@ -145,15 +170,49 @@ class Authenticator:
             burst=key.burst or self._default_burst,
         )
 
-    def throttle(self, principal: Principal) -> None:
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether the principal's key is still live (long answers ask now and then)."""
+        keys = await self._active()
+        return any(key.name == principal.name for key in keys.values())
+
+    def refuse_if_empty(self, principal: Principal) -> None:
+        """RateLimited, at no cost, if the key's bucket is known to be empty right now."""
+        until = self._empty_until.get(principal.name)
+        if until is None:
+            return
+        wait = until - self._clock()
+        if wait <= 0:
+            del self._empty_until[principal.name]
+            return
+        raise principal.rate_limited(wait)
+
+    def note_empty(self, principal: Principal, wait_s: float) -> None:
+        """Remember that the key's bucket is empty for wait_s (Redis said so)."""
+        if len(self._empty_until) > 10_000:  # bounded by the number of keys; be safe
+            self._empty_until.clear()
+        self._empty_until[principal.name] = self._clock() + wait_s
+
+    async def throttle(self, principal: Principal) -> None:
         """Spend one request from the key's bucket; RateLimited when it is empty."""
+        self.refuse_if_empty(principal)
         try:
-            wait = self._limiter.take(principal.name, principal.rate_per_s, principal.burst)
+            wait = await self._limiter.take(principal.bucket)
         except Exception as exc:  # Redis away: fail open; ingest will answer 503 anyway
             log.warning("rate limiter unavailable; not limiting", error=str(exc))
             return
         if wait > 0:
+            self.note_empty(principal, wait)
             raise principal.rate_limited(wait)
+
+    async def charge(self, principal: Principal, cost: int) -> None:
+        """Spend `cost` tokens for work a refused request caused (into debt if need be)."""
+        try:
+            wait = await self._limiter.charge(principal.bucket, cost)
+        except Exception as exc:  # Redis away: nothing to charge against
+            log.warning("rate limiter unavailable; not charging", error=str(exc))
+            return
+        if wait > 0:
+            self.note_empty(principal, wait)
 
     @staticmethod
     def authorize(principal: Principal, need: Scope | None, what: str) -> None:
@@ -164,6 +223,16 @@ class Authenticator:
                 f"key {principal.name!r} has scope {principal.scope.value}; {what} needs "
                 f"{need.value}"
             )
+
+
+class KeyDirectory:
+    """The keys as GET /v1/keys lists them (no secrets)."""
+
+    def __init__(self, keys: KeyReader):
+        self._keys = keys
+
+    async def list(self) -> list[ApiKey]:
+        return await self._keys.all()
 
 
 @dataclass(frozen=True)

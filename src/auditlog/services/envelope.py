@@ -2,27 +2,24 @@
 
 The envelope has a fixed set of invariant fields (who, what, to what, when, where, outcome)
 and one open object, `data`, for the application-specific content. New event types need no
-code or schema change. The pydantic models here are also the source of the OpenAPI schemas.
+code or schema change. The msgspec structs here are the one definition of the envelope: the
+fast check of every event, the per-field list of problems when it fails, and the OpenAPI
+schemas (msgspec.json.schema) all come from them.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    WithJsonSchema,
-)
+from msgspec import Meta
 
 from auditlog.canonical import format_timestamp, parse_timestamp
 from auditlog.errors import FieldError
@@ -43,66 +40,79 @@ MAX_INDEXED_CHARS = 256
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _timestamp(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("must be a string holding an RFC 3339 date-time")
-    return parse_timestamp(value)
-
-
-Timestamp = Annotated[
-    datetime,
-    BeforeValidator(_timestamp),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
-]
-
-
-class Party(BaseModel):
+class Party(msgspec.Struct, kw_only=True):
     """Who did it (actor) or what it was done to (subject): `id`, usually `type`, more allowed."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    id: Annotated[str, Meta(min_length=1, max_length=256, description="The party's identifier.")]
+    type: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=128,
+                description="What kind of party, e.g. `user`, `service`, `customer`.",
+            ),
+        ]
+        | None
+    ) = None
 
-    id: str = Field(min_length=1, max_length=256, description="The party's identifier.")
-    type: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=128,
-        description="What kind of party, e.g. `user`, `service`, `customer`.",
-    )
 
-
-class EventIn(BaseModel):
+class EventIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One event as a producer sends it (`application/json`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, title="EventIn")
-
-    id: str | None = Field(
-        default=None,
-        pattern=UUID_PATTERN,
-        description="UUID; the idempotency key. The server assigns a UUIDv7 when absent.",
-    )
-    type: str = Field(
-        max_length=128,
-        pattern=TYPE_PATTERN,
-        description="What happened: a lowercase dotted name, e.g. `customer.billed`.",
-    )
-    service: str = Field(pattern=SERVICE_PATTERN, description="The producing service.")
-    occurred_at: Timestamp = Field(
-        description="When it happened: RFC 3339 with an offset; stored in UTC, microseconds."
-    )
+    id: (
+        Annotated[
+            str,
+            Meta(
+                pattern=UUID_PATTERN,
+                description="UUID; the idempotency key. The server assigns a UUIDv7 when absent.",
+            ),
+        ]
+        | None
+    ) = None
+    type: Annotated[
+        str,
+        Meta(
+            max_length=128,
+            pattern=TYPE_PATTERN,
+            description="What happened: a lowercase dotted name, e.g. `customer.billed`.",
+        ),
+    ]
+    service: Annotated[str, Meta(pattern=SERVICE_PATTERN, description="The producing service.")]
+    occurred_at: Annotated[
+        str,
+        Meta(
+            extra_json_schema={"format": "date-time"},
+            description="When it happened: RFC 3339 with an offset; stored in UTC, microseconds.",
+        ),
+    ]
     actor: Party | None = None
     subject: Party | None = None
-    action: str | None = Field(
-        default=None, pattern=ACTION_PATTERN, description="A verb, e.g. `create`, `bill`."
-    )
+    action: (
+        Annotated[str, Meta(pattern=ACTION_PATTERN, description="A verb, e.g. `create`, `bill`.")]
+        | None
+    ) = None
     outcome: Literal["success", "failure", "unknown"] = "unknown"
-    context: dict[str, Any] | None = Field(
-        default=None,
-        description="Where: e.g. `host`, `ip`, `region`, `trace_id`, `request_id`, `user_agent`.",
-    )
-    data: dict[str, Any] = Field(
-        default_factory=dict,
-        description="The application-specific content; at most 64 KiB serialized.",
-    )
+    context: (
+        Annotated[
+            dict[str, Any],
+            Meta(
+                description=(
+                    "Where: e.g. `host`, `ip`, `region`, `trace_id`, `request_id`, `user_agent`."
+                )
+            ),
+        ]
+        | None
+    ) = None
+    data: Annotated[
+        dict[str, Any],
+        Meta(description="The application-specific content; at most 64 KiB serialized."),
+    ] = msgspec.field(default_factory=dict)
+
+
+_FIELDS = {field.name: field for field in msgspec.structs.fields(EventIn)}
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"Object missing required field `([^`]*)`")
 
 
 @dataclass(frozen=True)
@@ -116,23 +126,39 @@ class Limits:
     future_skew: timedelta = timedelta(minutes=5)
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) if loc else "$"
+def _field_error(index: int, name: str, error: msgspec.ValidationError) -> FieldError:
+    """A msgspec error as one FieldError: its message, at the path it names below `name`."""
+    message = str(error)
+    path = name
+    at = _AT.search(message)
+    if at:
+        message = message[: at.start()]
+        path += re.sub(r"\[(\d+)\]", r".\1", at["path"])
+    missing = _MISSING.fullmatch(message)
+    if missing:  # named at the object; say it of the field, as for the envelope's own
+        path, message = f"{path}.{missing[1]}", "is required"
+    return FieldError(index, path, message)
 
 
-def _message(error: Any) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown field; put application-specific content in `data`"
-    if kind == "missing":
-        return "is required"
-    if kind == "model_type" or (kind == "dict_type" and not error["loc"]):
-        return "must be a JSON object"
-    if kind == "string_pattern_mismatch":
-        return f"must match {error['ctx']['pattern']}"
-    if kind == "value_error":
-        return str(error["ctx"]["error"])
-    return str(error["msg"])
+def _schema_problems(raw: Any, index: int) -> list[FieldError]:
+    """Every way `raw` breaks EventIn, one per field (msgspec stops at the first)."""
+    if not isinstance(raw, dict):
+        return [FieldError(index, "$", "must be a JSON object")]
+    problems = [
+        FieldError(index, name, "unknown field; put application-specific content in `data`")
+        for name in raw
+        if name not in _FIELDS
+    ]
+    for name, field in _FIELDS.items():
+        if name not in raw:
+            if field.required:
+                problems.append(FieldError(index, name, "is required"))
+            continue
+        try:
+            msgspec.convert(raw[name], field.type)
+        except msgspec.ValidationError as exc:
+            problems.append(_field_error(index, name, exc))
+    return problems
 
 
 def _scalar_problem(value: Any, limits: Limits) -> str | None:
@@ -223,46 +249,72 @@ def _size_problems(raw: dict[str, Any], index: int, limits: Limits) -> Iterator[
         )
 
 
+def suspect(body: bytes, limits: Limits) -> bool:
+    """Whether a body could hold what only a walk through every value finds (U+0000, a
+    string or key over the limit, nesting past the limit, an unsafe or infinite number).
+
+    JSON spells U+0000 only as an escape, a string longer than the limit needs a body that
+    long, nesting needs brackets, and an unsafe number needs 16 digits or a 3-digit exponent:
+    a body with none of these (almost every body) skips the walk.
+    """
+    return (
+        b"\\u0000" in body
+        or len(body) > limits.max_string_chars
+        or body.count(b"{") + body.count(b"[") > limits.max_depth - 2
+        or _LONG_NUMBER.search(body) is not None
+    )
+
+
+# A number in value position (after `:`, `[` or `,`) with 16 digits or a 3-digit exponent.
+_LONG_NUMBER = re.compile(rb"[:\[,]\s*-?(?:[0-9]{16}|[0-9.]+[eE][+-]?[0-9]{3})")
+
+
 def check_event(
-    raw: Any, index: int, now: datetime, limits: Limits
+    raw: Any, index: int, now: datetime, limits: Limits, *, walk: bool = True
 ) -> tuple[dict[str, Any] | None, list[FieldError]]:
     """Validate one raw JSON value against the envelope.
 
     Returns the event in stored form (without `id` when absent, `received_at`, `publisher`)
-    or the list of every problem found.
+    or the list of every problem found. `walk=False` skips the walk through every value (the
+    caller knows from `suspect` that it cannot find anything).
     """
-    problems: list[FieldError] = []
     try:
-        event: EventIn | None = EventIn.model_validate(raw)
-    except ValidationError as exc:
+        event: EventIn | None = msgspec.convert(raw, EventIn)
+    except msgspec.ValidationError:
         event = None
-        problems = [
-            FieldError(index, _path(e["loc"]), _message(e)) for e in exc.errors(include_url=False)
-        ]
+    problems = [] if event is not None else _schema_problems(raw, index)
+    occurred_at: datetime | None = None
     if isinstance(raw, dict):
-        # What JSON allows but a stored record must not hold, in every free-form part.
-        for name in ("actor", "subject", "action", "context", "data"):
-            for path, message in _walk(raw.get(name), name, 2, limits):
-                problems.append(FieldError(index, path, message))
+        when = raw.get("occurred_at")
+        if isinstance(when, str):
+            try:
+                occurred_at = parse_timestamp(when)
+            except ValueError as exc:
+                problems.append(FieldError(index, "occurred_at", str(exc)))
+        if walk:
+            # What JSON allows but a stored record must not hold, in every free-form part.
+            for name in ("actor", "subject", "action", "context", "data"):
+                for path, message in _walk(raw.get(name), name, 2, limits):
+                    problems.append(FieldError(index, path, message))
         problems.extend(FieldError(index, path, m) for path, m in _indexed_problems(raw))
         problems.extend(_size_problems(raw, index, limits))
-    if event is not None:
-        if event.occurred_at > now + limits.future_skew:
+    if occurred_at is not None:
+        if occurred_at > now + limits.future_skew:
             skew = int(limits.future_skew.total_seconds())
             problems.append(
                 FieldError(
                     index, "occurred_at", f"is more than {skew} s ahead of the server's clock"
                 )
             )
-        elif event.occurred_at < EARLIEST:
+        elif occurred_at < EARLIEST:
             problems.append(FieldError(index, "occurred_at", "is before 1970-01-01T00:00:00Z"))
-    if problems or event is None:
+    if problems or event is None or occurred_at is None:
         return None, problems
     return {
         "id": event.id.lower() if event.id else None,
         "type": event.type,
         "service": event.service,
-        "occurred_at": format_timestamp(event.occurred_at),
+        "occurred_at": format_timestamp(occurred_at),
         "actor": raw.get("actor"),
         "subject": raw.get("subject"),
         "action": event.action,

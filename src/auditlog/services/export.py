@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import chain
 from typing import Any
 
 import orjson
@@ -16,7 +15,7 @@ import orjson
 from auditlog.canonical import EVENT_FIELDS
 from auditlog.errors import InvalidQuery
 from auditlog.services.queries import FILTER_PARAMS, Params, event_filter, single_values
-from auditlog.services.streams import ClosingStream, Slots
+from auditlog.services.streams import ClosingStream, KeyCheck, Slots, StillAllowed
 from auditlog.storage.events import EventReader
 
 EXPORT_PARAMS = (*FILTER_PARAMS, "format")
@@ -30,7 +29,7 @@ _PARTIES = ("actor", "subject")
 class ExportFormat:
     name: str
     media_type: str
-    encode: Callable[[Iterator[dict[str, Any]]], Iterator[bytes]]
+    encode: Callable[[AsyncIterator[list[dict[str, Any]]]], AsyncIterator[bytes]]
 
 
 @dataclass(frozen=True)
@@ -42,12 +41,13 @@ class Export:
     body: ClosingStream
 
 
-def ndjson_chunks(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+async def ndjson_chunks(pages: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
     """One event per line, each exactly as the API returns it."""
     buffer = bytearray()
-    for event in events:
-        buffer += orjson.dumps(event)
-        buffer += b"\n"
+    async for page in pages:
+        for event in page:
+            buffer += orjson.dumps(event)
+            buffer += b"\n"
         if len(buffer) >= CHUNK_BYTES:
             yield bytes(buffer)
             buffer.clear()
@@ -84,19 +84,22 @@ def _cell(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def csv_chunks(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+async def csv_chunks(pages: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
     """RFC 4180 CSV (CRLF, quoted where needed) with a header row, in UTF-8."""
     text = io.StringIO()
     writer = csv.writer(text)
-    first = next(events, None)
-    writer.writerow(csv_columns(first.keys() if first is not None else EVENT_FIELDS))
-    if first is not None:
-        for event in chain([first], events):
-            writer.writerow(csv_cells(event))
-            if text.tell() >= CHUNK_BYTES:
-                yield text.getvalue().encode()
-                text.seek(0)
-                text.truncate()
+    header = False
+    async for page in pages:
+        if not header and page:
+            writer.writerow(csv_columns(page[0].keys()))
+            header = True
+        writer.writerows(csv_cells(event) for event in page)
+        if text.tell() >= CHUNK_BYTES:
+            yield text.getvalue().encode()
+            text.seek(0)
+            text.truncate()
+    if not header:
+        writer.writerow(csv_columns(EVENT_FIELDS))
     if text.tell():
         yield text.getvalue().encode()
 
@@ -115,42 +118,58 @@ class ExportService:
         store: EventReader,
         *,
         max_per_process: int,
+        max_per_key: int,
+        key_check_s: float,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self._store = store
-        self._slots = Slots("exports", max_per_process)
+        self._slots = Slots("exports", max_per_process, per_key=max_per_key)
+        self._key_check_s = key_check_s
         self._now = now
 
     @property
     def running(self) -> int:
         return self._slots.held
 
-    def export(self, params: Params) -> Export:
+    async def export(self, params: Params, *, key: str, still_allowed: StillAllowed) -> Export:
+        """Start an export for `key`; it ends early if `still_allowed` says the key was
+        revoked meanwhile."""
         values = single_values(params, EXPORT_PARAMS)
         name = values.get("format", "ndjson")
         fmt = FORMATS.get(name)
         if fmt is None:
             raise InvalidQuery("format", f"must be one of {', '.join(FORMATS)}")
         flt = event_filter(values)
-        release = self._slots.acquire()
+        release = self._slots.acquire(key)
         try:
-            rows = self._store.export(flt)
+            pages = self._store.export(flt)
             # Run the query now: a database that does not answer is a 503, not a cut stream.
-            first = next(rows, None)
+            first = await anext(pages, None)
         except BaseException:
             release()
             raise
-        events = rows if first is None else chain([first], rows)
-        body = ClosingStream(_closing(fmt.encode(events), rows), release)
+        check = KeyCheck(still_allowed, self._key_check_s)
+        body = ClosingStream(fmt.encode(_pages(first, pages, check)), release, holds=pages)
         stamp = self._now().strftime("%Y%m%dT%H%M%SZ")
         return Export(fmt.media_type, f"auditlog-events-{stamp}.{fmt.name}", body)
 
 
-def _closing(chunks: Iterator[bytes], rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
-    """The chunks; on close (end, error or client gone), the cursor's connection too."""
+async def _pages(
+    first: list[dict[str, Any]] | None,
+    rest: AsyncIterator[list[dict[str, Any]]],
+    check: KeyCheck,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The pages, the first already read; the cursor closed however they end. A key revoked
+    meanwhile ends the export (the download is then shorter than the query's answer)."""
     try:
-        yield from chunks
+        if first is None:
+            return
+        yield first
+        async for page in rest:
+            if not await check.allowed():
+                return
+            yield page
     finally:
-        close = getattr(rows, "close", None)
+        close = getattr(rest, "aclose", None)
         if close is not None:
-            close()
+            await close()

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+log = structlog.get_logger("auditlog.health")
 
 
 class ReadinessService:
-    """Runs each named check; a check answers by returning, fails by raising."""
+    """Runs each named check; a check answers by returning, fails by raising.
 
-    def __init__(self, checks: dict[str, Callable[[], object]]):
+    The answer says which backend does not answer, never why: an exception's text names
+    hosts, ports and users, which is for the log, not for whoever asks.
+    """
+
+    def __init__(self, checks: dict[str, Callable[[], Awaitable[object]]]):
         self._checks = checks
 
-    def check(self) -> dict[str, str]:
+    async def check(self) -> dict[str, str]:
         results = {}
         for name, probe in self._checks.items():
             try:
-                probe()
+                await probe()
                 results[name] = "ok"
-            except Exception as exc:  # any failure means not ready; say which and why
-                results[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            except Exception as exc:  # any failure means not ready; the log says why
+                log.warning("backend not ready", backend=name, error=f"{type(exc).__name__}: {exc}")
+                results[name] = "unavailable"
         return results

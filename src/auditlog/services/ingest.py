@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,9 +22,15 @@ from auditlog.errors import (
     NotDurable,
 )
 from auditlog.services.auth import Principal
-from auditlog.services.envelope import Limits, check_event, cloudevent_field, from_cloudevent
+from auditlog.services.envelope import (
+    Limits,
+    check_event,
+    cloudevent_field,
+    from_cloudevent,
+    suspect,
+)
 from auditlog.storage.ratelimit import Throttled
-from auditlog.storage.stream import EventStream
+from auditlog.storage.stream_append import StreamAppender
 
 
 class EnvelopeFormat(enum.Enum):
@@ -32,6 +39,10 @@ class EnvelopeFormat(enum.Enum):
     NATIVE = "application/json"
     CLOUDEVENT = "application/cloudevents+json"
     CLOUDEVENT_BATCH = "application/cloudevents-batch+json"
+
+
+# A body larger than this is checked in a thread (a few milliseconds of CPU or more).
+THREAD_BODY_BYTES = 256 * 1024
 
 
 def utc_now() -> datetime:
@@ -47,7 +58,7 @@ class IngestService:
 
     def __init__(
         self,
-        stream: EventStream,
+        stream: StreamAppender,
         limits: Limits,
         *,
         max_events: int,
@@ -60,7 +71,7 @@ class IngestService:
         self._clock = clock
         self._new_id = new_id
 
-    def submit(
+    async def submit(
         self,
         body: bytes,
         fmt: EnvelopeFormat,
@@ -72,13 +83,25 @@ class IngestService:
 
         The principal's key name becomes each event's `publisher`; a write key may only send
         events of its own services (403), and its one service fills in a missing `service`.
+        A large body is checked in a thread, so that the event loop goes on serving others
+        meanwhile (between the GIL's switches).
         """
+        if len(body) > THREAD_BODY_BYTES:
+            events = await asyncio.to_thread(self._prepare, body, fmt, principal)
+        else:
+            events = self._prepare(body, fmt, principal)
+        return await self._enqueue(events, principal, request_id)
+
+    def _prepare(
+        self, body: bytes, fmt: EnvelopeFormat, principal: Principal | None
+    ) -> list[dict[str, Any]]:
+        """The body's events in stored form, or why not (InvalidEvents, Forbidden, ...)."""
         items = self._items(body, fmt)
         if principal is not None and principal.default_service and fmt is EnvelopeFormat.NATIVE:
             for item in items:
                 if isinstance(item, dict) and "service" not in item:
                     item["service"] = principal.default_service
-        events = self._check(items, fmt)
+        events = self._check(items, fmt, walk=suspect(body, self._limits))
         if principal is not None and principal.bound_services is not None:
             foreign = [i for i, e in enumerate(events) if e["service"] not in principal.services]
             if foreign:
@@ -88,15 +111,17 @@ class IngestService:
                     f"key {principal.name!r} may send events of {allowed} only; event(s) "
                     f"{', '.join(map(str, foreign[:20]))} are of {', '.join(names)}"
                 )
-        return self._enqueue(events, principal, request_id)
+        return events
 
-    def record(self, events: list[dict[str, Any]], *, publisher: str) -> list[str]:
+    async def record(self, events: list[dict[str, Any]], *, publisher: str) -> list[str]:
         """Enqueue events the service itself produces (already plain JSON values)."""
-        return self._enqueue(
+        return await self._enqueue(
             self._check(events, EnvelopeFormat.NATIVE), None, None, publisher=publisher
         )
 
-    def _check(self, items: list[Any], fmt: EnvelopeFormat) -> list[dict[str, Any]]:
+    def _check(
+        self, items: list[Any], fmt: EnvelopeFormat, *, walk: bool = True
+    ) -> list[dict[str, Any]]:
         """Every item in stored form, or InvalidEvents with every problem of every item."""
         now = self._clock()
         events: list[dict[str, Any]] = []
@@ -110,7 +135,7 @@ class IngestService:
                 if problems:
                     errors.extend(problems)
                     continue
-            event, problems = check_event(raw, index, now, self._limits)
+            event, problems = check_event(raw, index, now, self._limits, walk=walk)
             if cloud:
                 problems = [
                     FieldError(p.index, cloudevent_field(p.field), p.message) for p in problems
@@ -127,7 +152,7 @@ class IngestService:
             raise InvalidEvents(errors)
         return events
 
-    def _enqueue(
+    async def _enqueue(
         self,
         events: list[dict[str, Any]],
         principal: Principal | None,
@@ -145,7 +170,7 @@ class IngestService:
             event["publisher"] = publisher
         ids = [e["id"] for e in events]
         try:
-            self._stream.append(
+            await self._stream.append(
                 [orjson.dumps(e) for e in events],
                 request_id,
                 principal.bucket if principal else None,

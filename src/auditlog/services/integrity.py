@@ -12,7 +12,7 @@ from auditlog.integrity.heads import TreeHead, b64
 from auditlog.integrity.merkle import NodeFn, consistency_path, inclusion_path, needed_nodes
 from auditlog.integrity.proofs import b64decode
 from auditlog.services.queries import Params, QueryService, single_values
-from auditlog.storage.tree import TreeInconsistent, TreeStore
+from auditlog.storage.tree import TreeInconsistent, TreeReader
 
 _SIZE = re.compile(r"[0-9]{1,18}")
 DAMAGE_HINT = "; the stored log was changed or damaged: `auditlog verify` says where"
@@ -30,7 +30,7 @@ def _size(values: dict[str, str], name: str, *, minimum: int = 1) -> int | None:
 class IntegrityService:
     """What an auditor needs to check the log holding nothing but the public key."""
 
-    def __init__(self, tree: TreeStore, queries: QueryService, public_key: bytes):
+    def __init__(self, tree: TreeReader, queries: QueryService, public_key: bytes):
         self._tree = tree
         self._queries = queries
         self._public_key = public_key
@@ -38,15 +38,15 @@ class IntegrityService:
     def public_key(self) -> dict[str, str]:
         return {"public_key": b64(self._public_key), "algorithm": "Ed25519"}
 
-    def tree_head(self, params: Params) -> dict[str, Any]:
+    async def tree_head(self, params: Params) -> dict[str, Any]:
         values = single_values(params, ("size",))
-        return self._head(_size(values, "size")).as_dict()
+        return (await self._head(_size(values, "size"))).as_dict()
 
-    def inclusion_proof(self, event_id: str, params: Params) -> dict[str, Any]:
+    async def inclusion_proof(self, event_id: str, params: Params) -> dict[str, Any]:
         values = single_values(params, ("tree_size",))
         size = _size(values, "tree_size")
-        event = self._queries.get(event_id)
-        head = self._head(size)
+        event = await self._queries.get(event_id)
+        head = await self._head(size)
         index = event["seq"]
         if index >= head.tree_size:
             raise InvalidQuery(
@@ -54,7 +54,7 @@ class IntegrityService:
                 f"the event (seq {index}) is not in the tree of size {head.tree_size}; "
                 "ask against a later tree head",
             )
-        path = self._compute(lambda node: inclusion_path(index, head.tree_size, node))
+        path = await self._compute(lambda node: inclusion_path(index, head.tree_size, node))
         leaf = b64decode(event["leaf_hash"])
         # A proof that fails its own check is never handed out: the auditor would only
         # learn that the log is damaged, without being told so.
@@ -70,15 +70,15 @@ class IntegrityService:
             "inclusion_path": [b64(node) for node in path],
         }
 
-    def consistency(self, params: Params) -> dict[str, Any]:
+    async def consistency(self, params: Params) -> dict[str, Any]:
         values = single_values(params, ("first", "second"))
         first, second = _size(values, "first"), _size(values, "second")
         if first is None or second is None:
             raise InvalidQuery("first" if first is None else "second", "is required")
         if first > second:
             raise InvalidQuery("first", "must not be greater than second")
-        old, new = self._head(first), self._head(second)
-        path = self._compute(lambda node: consistency_path(first, second, node))
+        old, new = await self._head(first), await self._head(second)
+        path = await self._compute(lambda node: consistency_path(first, second, node))
         if not verify_consistency(first, second, path, old.root_hash, new.root_hash):
             raise LogDamaged(
                 f"the consistency proof from size {first} to {second} does not verify "
@@ -86,18 +86,18 @@ class IntegrityService:
             )
         return {"first": first, "second": second, "consistency_path": [b64(n) for n in path]}
 
-    def _head(self, size: int | None) -> TreeHead:
-        head = self._tree.latest_head() if size is None else self._tree.head(size)
+    async def _head(self, size: int | None) -> TreeHead:
+        head = await (self._tree.latest_head() if size is None else self._tree.head(size))
         if head is None:
             if size is None:
                 raise NotFound("the log is empty: no tree head has been signed yet")
             raise NotFound(f"no signed tree head has size {size} (heads are recorded per batch)")
         return head
 
-    def _compute(self, algorithm: Callable[[NodeFn], list[bytes]]) -> list[bytes]:
+    async def _compute(self, algorithm: Callable[[NodeFn], list[bytes]]) -> list[bytes]:
         """Fetch the O(log n) nodes an algorithm needs in one round trip, then run it."""
         try:
-            nodes = self._tree.nodes(needed_nodes(algorithm))
+            nodes = await self._tree.nodes(needed_nodes(algorithm))
         except TreeInconsistent as exc:
             raise LogDamaged(f"{exc}{DAMAGE_HINT}") from None
         return algorithm(lambda level, index: nodes[(level, index)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 import uuid
 from collections.abc import Mapping
@@ -18,6 +19,9 @@ from auditlog.canonical import format_timestamp, parse_timestamp
 from auditlog.errors import InvalidQuery, NotFound
 from auditlog.services.envelope import OUTCOMES
 from auditlog.storage.events import BUCKET_ORIGIN, GROUP_KEYS, EventFilter, EventReader
+
+# Bytes of HMAC-SHA256 a cursor carries: enough that a forged one is never accepted.
+CURSOR_MAC_BYTES = 16
 
 Params = Mapping[str, str | list[str]]
 Order = Literal["asc", "desc"]
@@ -65,23 +69,32 @@ class Cursor:
     snapshot: int
     query: str
 
-    def encode(self) -> str:
-        body = orjson.dumps(
-            {
-                "v": 1,
-                "o": self.order,
-                "t": format_timestamp(self.occurred_at),
-                "s": self.seq,
-                "n": self.snapshot,
-                "q": self.query,
-            }
+    def encode(self, key: bytes) -> str:
+        """The cursor as the client sees it: its fields, then their HMAC under the server's
+        key, so that a cursor the server did not issue (or one with a field changed) is a
+        400, not a walk from wherever the client likes."""
+        body = _b64(
+            orjson.dumps(
+                {
+                    "v": 1,
+                    "o": self.order,
+                    "t": format_timestamp(self.occurred_at),
+                    "s": self.seq,
+                    "n": self.snapshot,
+                    "q": self.query,
+                }
+            )
         )
-        return base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+        return f"{body}.{_b64(_mac(key, body))}"
 
     @classmethod
-    def decode(cls, token: str) -> Cursor:
+    def decode(cls, token: str, key: bytes) -> Cursor:
+        refused = InvalidQuery("cursor", "is not a cursor this server issued")
+        body, _, mac = token.partition(".")
         try:
-            raw = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            if not hmac.compare_digest(_unb64(mac), _mac(key, body)):
+                raise refused
+            raw = orjson.loads(_unb64(body))
             if raw["v"] != 1 or raw["o"] not in ("asc", "desc"):
                 raise ValueError("unknown version or order")
             cursor = cls(
@@ -98,8 +111,20 @@ class Cursor:
             ):
                 raise ValueError("malformed fields")
         except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
-            raise InvalidQuery("cursor", "is not a cursor this server issued") from None
+            raise refused from None
         return cursor
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, body: str) -> bytes:
+    return hmac.digest(key, body.encode(), "sha256")[:CURSOR_MAC_BYTES]
 
 
 def single_values(params: Params, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -232,20 +257,21 @@ def bucket_starts(since: datetime, until: datetime, width: timedelta) -> list[da
 class QueryService:
     """The read side of the log, for auditors."""
 
-    def __init__(self, store: EventReader):
+    def __init__(self, store: EventReader, *, cursor_key: bytes):
         self._store = store
+        self._cursor_key = cursor_key
 
-    def get(self, event_id: str) -> dict[str, Any]:
+    async def get(self, event_id: str) -> dict[str, Any]:
         try:
             key = uuid.UUID(event_id)
         except ValueError:
             raise NotFound(f"no event has the id {event_id!r} (ids are UUIDs)") from None
-        event = self._store.get(key)
+        event = await self._store.get(key)
         if event is None:
             raise NotFound(f"no event has the id {event_id}")
         return event
 
-    def list(self, params: Params) -> Page:
+    async def list(self, params: Params) -> Page:
         values = single_values(params, LIST_PARAMS)
         flt = event_filter(values)
         limit = self._limit(values)
@@ -253,15 +279,15 @@ class QueryService:
         query = _fingerprint(values)
         after: tuple[datetime, int] | None = None
         if "cursor" in values:
-            cursor = Cursor.decode(values["cursor"])
+            cursor = Cursor.decode(values["cursor"], self._cursor_key)
             if cursor.order != order:
                 raise InvalidQuery("cursor", f"was issued for order={cursor.order}")
             if cursor.query != query:
                 raise InvalidQuery("cursor", "was issued for a query with other filters")
             snapshot, after = cursor.snapshot, (cursor.occurred_at, cursor.seq)
         else:
-            snapshot = self._store.next_seq()
-        rows = self._store.page(
+            snapshot = await self._store.next_seq()
+        rows = await self._store.page(
             flt,
             order=order,
             limit=limit + 1,
@@ -278,10 +304,10 @@ class QueryService:
                 seq=last["seq"],
                 snapshot=snapshot,
                 query=query,
-            ).encode()
+            ).encode(self._cursor_key)
         return Page(events=rows, next_cursor=next_cursor)
 
-    def buckets(self, params: Params) -> dict[str, Any]:
+    async def buckets(self, params: Params) -> dict[str, Any]:
         values = single_values(params, BUCKET_PARAMS)
         for required in ("since", "until"):
             if required not in values:
@@ -296,9 +322,9 @@ class QueryService:
             raise InvalidQuery("group_by", f"must be one of {', '.join(GROUP_KEYS)}")
         starts = bucket_starts(flt.since, flt.until, width)
         if can_count_hourly(flt, width, group_by):
-            counts = self._store.hourly_bucket_counts(flt, width, group_by)
+            counts = await self._store.hourly_bucket_counts(flt, width, group_by)
         else:
-            counts = self._store.bucket_counts(flt, width, group_by)
+            counts = await self._store.bucket_counts(flt, width, group_by)
         by_key: dict[str | None, dict[datetime, int]] = {}
         for start, key, count in counts:
             by_key.setdefault(key, {})[start] = count

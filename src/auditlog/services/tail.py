@@ -9,11 +9,12 @@ a type too rare for the cached window, Redis away) the database gives the same a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -32,10 +33,10 @@ from auditlog.metrics_tail import (
     TAIL_UPDATE_FAILURES,
 )
 from auditlog.services.queries import Params, event_filter, single_values
-from auditlog.services.streams import ClosingStream, Slots
+from auditlog.services.streams import ClosingStream, KeyCheck, Slots, StillAllowed
 from auditlog.storage.event_writer import WriteResult
 from auditlog.storage.events import EventFilter, EventReader
-from auditlog.storage.tail import CacheUnavailable, TailCache
+from auditlog.storage.tail import CacheUnavailable, TailCache, TailReader
 
 log = structlog.get_logger("auditlog.tail")
 
@@ -97,18 +98,18 @@ class BehindGuard:
     lands between a COMMIT and its hook merely sends a few reads to the database.
     """
 
-    def __init__(self, database_last: Callable[[], int], clock: Callable[[], float]):
+    def __init__(self, database_last: Callable[[], Awaitable[int]], clock: Callable[[], float]):
         self._database_last = database_last
         self._clock = clock
         self._next_check = 0.0
         self._behind_until: int | None = None  # the cache is behind until it has this seq
 
-    def behind(self, cache_last: int) -> bool:
+    async def behind(self, cache_last: int) -> bool:
         now = self._clock()
         if now >= self._next_check:
             self._next_check = now + HEAD_CHECK_S
             try:
-                database_last = self._database_last()
+                database_last = await self._database_last()
             except Unavailable:
                 database_last = -1  # the database's trouble is for the fallback to meet
             if cache_last < database_last:
@@ -133,53 +134,60 @@ class TailService:
 
     def __init__(
         self,
-        cache: TailCache,
+        cache: TailReader,
         store: EventReader,
         *,
+        size: int,
         follow_max_s: float,
         follow_max_per_process: int,
+        follow_max_per_key: int,
         follow_poll_s: float,
+        key_check_s: float,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
         self._cache = cache
         self._store = store
-        self._size = cache.size
+        self._size = size
         self._follow_max_s = follow_max_s
         self._follow_poll_s = follow_poll_s
-        self._followers = Slots("followers", follow_max_per_process)
+        self._key_check_s = key_check_s
+        self._followers = Slots("followers", follow_max_per_process, per_key=follow_max_per_key)
         self._clock = clock
         self._sleep = sleep
         self._cache_paused_until = 0.0
-        self._guard = BehindGuard(lambda: store.next_seq() - 1, clock)
+        self._guard = BehindGuard(self._database_last, clock)
+
+    async def _database_last(self) -> int:
+        return await self._store.next_seq() - 1
 
     @property
     def followers(self) -> int:
         return self._followers.held
 
-    def close(self) -> None:
-        self._cache.close()
+    async def close(self) -> None:
+        await self._cache.close()
 
     # --- one answer -------------------------------------------------------------------------
-    def tail(self, params: Params) -> TailAnswer:
+    async def tail(self, params: Params) -> TailAnswer:
         """The `limit` most recently committed matching events, newest first."""
         values = single_values(params, TAIL_PARAMS)
         flt = event_filter(values)
         limit = self._limit(values)
-        found = self._cached_newest(flt, limit)
+        found = await self._cached_newest(flt, limit)
         if found is not None:
             events = [member for _, member in found]
             return TailAnswer(events, answer_etag([seq for seq, _ in found]), "cache")
-        rows = self._store.newest(flt, limit=limit)
+        rows = await self._store.newest(flt, limit=limit)
         return TailAnswer(
             [orjson.dumps(row) for row in rows],
             answer_etag([row["seq"] for row in rows]),
             "database",
         )
 
-    def _cached_newest(self, flt: EventFilter, limit: int) -> list[tuple[int, bytes]] | None:
+    async def _cached_newest(self, flt: EventFilter, limit: int) -> list[tuple[int, bytes]] | None:
         """The answer from the cache if it can vouch for all of it, else None."""
-        answered, cached = self._read_cache(
+        answered, cached = await self._read_cache(
             lambda: self._cache.newest(
                 flt.service, limit=limit, type_exact=flt.type, type_prefix=flt.type_prefix
             ),
@@ -190,7 +198,7 @@ class TailService:
         if cached is None:
             TAIL_MISSES.labels(read="tail", reason=MISS_COLD).inc()
             return None
-        if self._guard.behind(cached.last):
+        if await self._guard.behind(cached.last):
             TAIL_MISSES.labels(read="tail", reason=MISS_BEHIND).inc()
             return None
         complete = len(cached.events) == limit or (
@@ -203,13 +211,15 @@ class TailService:
         TAIL_HITS.labels(read="tail").inc()
         return cached.events
 
-    def _read_cache(self, read: Callable[[], T], kind: str) -> tuple[bool, T | None]:
+    async def _read_cache(
+        self, read: Callable[[], Awaitable[T]], kind: str
+    ) -> tuple[bool, T | None]:
         """(True, what the cache said), or (False, None) when Redis does not answer."""
         if self._clock() < self._cache_paused_until:
             TAIL_FALLBACKS.labels(read=kind).inc()
             return False, None
         try:
-            return True, read()
+            return True, await read()
         except CacheUnavailable as exc:
             self._cache_paused_until = self._clock() + CACHE_PAUSE_S
             log.warning("tail cache unavailable; reading the database", error=str(exc))
@@ -225,28 +235,37 @@ class TailService:
         return int(raw)
 
     # --- a stream ---------------------------------------------------------------------------
-    def follow(self, params: Params, last_event_id: str | None) -> ClosingStream:
+    async def follow(
+        self,
+        params: Params,
+        last_event_id: str | None,
+        *,
+        key: str,
+        still_allowed: StillAllowed,
+    ) -> ClosingStream:
         """Server-Sent Events: each matching event as it commits, from after last_event_id
-        (a seq or an event id) or from now. Ends after follow_max_s; the client reconnects
-        with the Last-Event-ID it was last sent and misses nothing."""
+        (a seq or an event id) or from now. Ends after follow_max_s, or when `still_allowed`
+        says the key was revoked; the client reconnects with the Last-Event-ID it was last
+        sent and misses nothing."""
         values = single_values(params, ("service", "type"))
         flt = event_filter(values)
-        release = self._followers.acquire()
+        release = self._followers.acquire(key)
         try:
-            start = self._start(last_event_id)
+            start = await self._start(last_event_id)
         except BaseException:
             release()
             raise
         deadline = self._clock() + self._follow_max_s
-        return ClosingStream(self._follow(flt, start, deadline), release)
+        check = KeyCheck(still_allowed, self._key_check_s, self._clock)
+        return ClosingStream(self._follow(flt, start, deadline, check), release)
 
-    def _start(self, last_event_id: str | None) -> int:
+    async def _start(self, last_event_id: str | None) -> int:
         """The seq after which to begin: the one named, or the newest committed."""
         if last_event_id is None or last_event_id.strip() == "":
-            _, head = self._read_cache(self._cache.head, "follow")
+            _, head = await self._read_cache(self._cache.head, "follow")
             if head is not None:
                 return head
-            return self._store.next_seq() - 1
+            return await self._store.next_seq() - 1
         value = last_event_id.strip()
         if re.fullmatch(r"-1|[0-9]{1,18}", value):
             return int(value)
@@ -256,17 +275,22 @@ class TailService:
             raise InvalidQuery(
                 "Last-Event-ID", "must be a seq or an event id (a UUID) this server sent"
             ) from None
-        event = self._store.get(event_id)
+        event = await self._store.get(event_id)
         if event is None:
             raise InvalidQuery("Last-Event-ID", f"no stored event has the id {value}")
         return int(event["seq"])
 
-    def _follow(self, flt: EventFilter, position: int, deadline: float) -> Iterator[bytes]:
+    async def _follow(
+        self, flt: EventFilter, position: int, deadline: float, check: KeyCheck
+    ) -> AsyncIterator[bytes]:
         yield f"retry: {RECONNECT_MS}\nid: {position}\n\n".encode()
         quiet_since = self._clock()
         while self._clock() < deadline:
+            if not await check.allowed():
+                yield b": the key was revoked\n\n"
+                return
             try:
-                batch, position = self._next_after(flt, position)
+                batch, position = await self._next_after(flt, position)
             except Unavailable:
                 # Neither the cache nor the database could answer: try again next round
                 # rather than cut the stream (heartbeats go on meanwhile).
@@ -280,14 +304,16 @@ class TailService:
                 # An id alone moves the client's Last-Event-ID without an event.
                 yield b": still following\nid: %d\n\n" % position
                 quiet_since = self._clock()
-            self._sleep(min(self._follow_poll_s, max(0.0, deadline - self._clock())))
+            await self._sleep(min(self._follow_poll_s, max(0.0, deadline - self._clock())))
         yield b": time limit reached; reconnect with Last-Event-ID\nid: %d\n\n" % position
 
-    def _next_after(self, flt: EventFilter, position: int) -> tuple[list[tuple[int, bytes]], int]:
+    async def _next_after(
+        self, flt: EventFilter, position: int
+    ) -> tuple[list[tuple[int, bytes]], int]:
         """The next matching events after `position`, and the position reached."""
         # TODO(scale): followers poll the cache every follow_poll_s; with many of them, let
         # the writer's hook publish each commit (pub/sub) and wake them instead.
-        answered, cached = self._read_cache(
+        answered, cached = await self._read_cache(
             lambda: self._cache.after(
                 flt.service,
                 position,
@@ -297,7 +323,7 @@ class TailService:
             ),
             "follow",
         )
-        if cached is not None and self._guard.behind(cached.last):
+        if cached is not None and await self._guard.behind(cached.last):
             TAIL_MISSES.labels(read="follow", reason=MISS_BEHIND).inc()
         elif cached is not None:
             if cached.exhausted:
@@ -310,6 +336,6 @@ class TailService:
             TAIL_MISSES.labels(read="follow", reason=MISS_RANGE).inc()
         elif answered:
             TAIL_MISSES.labels(read="follow", reason=MISS_COLD).inc()
-        rows = self._store.after(position, flt, limit=FOLLOW_BATCH)
+        rows = await self._store.after(position, flt, limit=FOLLOW_BATCH)
         batch = [(row["seq"], orjson.dumps(row)) for row in rows]
         return batch, batch[-1][0] if batch else position

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from auditlog.settings import Role, Settings
 
@@ -24,7 +25,24 @@ def create_role_engine(
     read that needs one snapshot across statements asks for a transaction itself).
     """
     return create_engine(
-        settings.url_for(role),
+        settings.url_for(role), **_engine_options(settings, role, pool_size, autocommit)
+    )
+
+
+def create_async_role_engine(
+    settings: Settings, role: Role, *, pool_size: int | None = None, autocommit: bool = True
+) -> AsyncEngine:
+    """The same as create_role_engine for asyncio (the API's reads): psycopg's async
+    connections in SQLAlchemy's async pool, autocommit unless asked otherwise."""
+    return create_async_engine(
+        settings.url_for(role), **_engine_options(settings, role, pool_size, autocommit)
+    )
+
+
+def _engine_options(
+    settings: Settings, role: Role, pool_size: int | None, autocommit: bool
+) -> dict[str, Any]:
+    return dict(
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_timeout=5,

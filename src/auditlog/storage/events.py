@@ -1,11 +1,11 @@
-"""The read side of the event log: every SELECT of `events` and its ledgers."""
+"""The read side of the event log: every SELECT of `events` and its ledgers (asyncio)."""
 
 from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -13,8 +13,6 @@ from typing import Any, Literal
 import structlog
 from sqlalchemy import (
     ColumnElement,
-    Connection,
-    Engine,
     and_,
     func,
     literal,
@@ -24,6 +22,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from auditlog.canonical import stored_event
 from auditlog.errors import Unavailable
@@ -122,44 +121,43 @@ _EVENT_COLUMNS = [events.c[name] for name in COPY_COLUMNS]
 
 
 class EventReader:
-    """Every read of the log, through the reader role's engine."""
+    """Every read of the log, through the reader role's async engine."""
 
-    def __init__(self, reader: Engine):
+    def __init__(self, reader: AsyncEngine):
         self._reader = reader
 
-    def close(self) -> None:
-        self._reader.dispose()
+    async def close(self) -> None:
+        await self._reader.dispose()
 
-    # --- read path -------------------------------------------------------------------------
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
         """A reader connection; a database that does not answer is Unavailable, not a 500."""
         try:
-            with self._reader.connect() as conn:
+            async with self._reader.connect() as conn:
                 yield conn
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
             raise Unavailable("the database does not answer; try again shortly") from exc
 
-    def ping(self) -> None:
-        with self._read() as conn:
-            conn.execute(text("SELECT 1"))
+    async def ping(self) -> None:
+        async with self._read() as conn:
+            await conn.execute(text("SELECT 1"))
 
-    def next_seq(self) -> int:
+    async def next_seq(self) -> int:
         """The seq the next stored event will get: every smaller seq is committed.
 
         Each batch records its tree head in the transaction that stores it, so the latest
         head's size is exactly the number of committed events.
         """
-        with self._read() as conn:
-            size = conn.execute(
+        async with self._read() as conn:
+            size = await conn.scalar(
                 select(tree_heads.c.tree_size).order_by(tree_heads.c.tree_size.desc()).limit(1)
-            ).scalar()
+            )
             if size is None:  # no head yet (an empty log, or one hashed by migration 0002)
-                last = conn.execute(select(func.max(events.c.seq))).scalar()
+                last = await conn.scalar(select(func.max(events.c.seq)))
                 return 0 if last is None else int(last) + 1
         return int(size)
 
-    def get(self, event_id: uuid.UUID) -> dict[str, Any] | None:
+    async def get(self, event_id: uuid.UUID) -> dict[str, Any] | None:
         """One event by id: its occurred_at from the ledger, then its one chunk.
 
         Two statements on purpose: with the time as a constant the planner excludes every
@@ -167,17 +165,17 @@ class EventReader:
         planning a scan of every chunk: milliseconds on a month of daily chunks).
         """
         route = select(event_ids.c.occurred_at).where(event_ids.c.id == event_id)
-        with self._read() as conn:
-            occurred_at = conn.execute(route).scalar()
+        async with self._read() as conn:
+            occurred_at = await conn.scalar(route)
             if occurred_at is None:
                 return None
             query = select(*_EVENT_COLUMNS).where(
                 events.c.occurred_at == occurred_at, events.c.id == event_id
             )
-            row = conn.execute(query).first()
+            row = (await conn.execute(query)).first()
         return None if row is None else stored_event(row)
 
-    def page(
+    async def page(
         self,
         flt: EventFilter,
         *,
@@ -199,10 +197,13 @@ class EventReader:
         else:
             ordering = (events.c.occurred_at.desc(), events.c.seq.desc())
         query = select(*_EVENT_COLUMNS).where(and_(*where)).order_by(*ordering).limit(limit)
-        with self._read() as conn:
-            return [stored_event(row) for row in conn.execute(query)]
+        return await self._events(query)
 
-    def bucket_counts(
+    async def _events(self, query: Any) -> list[dict[str, Any]]:
+        async with self._read() as conn:
+            return [stored_event(row) for row in await conn.execute(query)]
+
+    async def bucket_counts(
         self, flt: EventFilter, width: timedelta, group_by: str | None
     ) -> list[tuple[datetime, str | None, int]]:
         """(bucket start, group key, count) for every non-empty bucket, in order."""
@@ -214,10 +215,10 @@ class EventReader:
             .group_by(text("1"), text("2"))
             .order_by(text("1"), text("2"))
         )
-        with self._read() as conn:
-            return [(row.start, row.key, row.n) for row in conn.execute(query)]
+        async with self._read() as conn:
+            return [(row.start, row.key, row.n) for row in await conn.execute(query)]
 
-    def hourly_bucket_counts(
+    async def hourly_bucket_counts(
         self, flt: EventFilter, width: timedelta, group_by: str | None
     ) -> list[tuple[datetime, str | None, int]]:
         """bucket_counts from the writer's hourly counts: the same answer when the range
@@ -245,11 +246,11 @@ class EventReader:
             .group_by(text("1"), text("2"))
             .order_by(text("1"), text("2"))
         )
-        with self._read() as conn:
-            return [(row.start, row.key, int(row.n)) for row in conn.execute(query)]
+        async with self._read() as conn:
+            return [(row.start, row.key, int(row.n)) for row in await conn.execute(query)]
 
     # --- tail and export --------------------------------------------------------------------
-    def newest(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+    async def newest(self, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
         """The `limit` matching events with the highest seq, newest first (the tail)."""
         query = (
             select(*_EVENT_COLUMNS)
@@ -257,10 +258,9 @@ class EventReader:
             .order_by(events.c.seq.desc())
             .limit(limit)
         )
-        with self._read() as conn:
-            return [stored_event(row) for row in conn.execute(query)]
+        return await self._events(query)
 
-    def after(self, seq: int, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
+    async def after(self, seq: int, flt: EventFilter, *, limit: int) -> list[dict[str, Any]]:
         """The first `limit` matching events with a seq above `seq`, in seq order (follow)."""
         query = (
             select(*_EVENT_COLUMNS)
@@ -268,28 +268,28 @@ class EventReader:
             .order_by(events.c.seq.asc())
             .limit(limit)
         )
-        with self._read() as conn:
-            return [stored_event(row) for row in conn.execute(query)]
+        return await self._events(query)
 
-    def export(self, flt: EventFilter, *, fetch_rows: int = 2000) -> Iterator[dict[str, Any]]:
+    async def export(
+        self, flt: EventFilter, *, fetch_rows: int = 500
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """Every matching event in (occurred_at, seq) order, read through a server-side
-        cursor `fetch_rows` at a time: memory stays flat however many match.
+        cursor, `fetch_rows` at a time (one list each): memory stays flat however many match.
 
         One statement, so one snapshot. The connection is held until the iterator is
-        exhausted or closed.
+        exhausted or closed (aclose).
         """
         query = (
             select(*_EVENT_COLUMNS)
             .where(*conditions(flt))
             .order_by(events.c.occurred_at.asc(), events.c.seq.asc())
         )
-        with self._read() as conn:
+        async with self._read() as conn:
             # A server-side cursor lives in a transaction (the read path runs in autocommit).
-            result = conn.execution_options(
-                isolation_level="REPEATABLE READ", stream_results=True, yield_per=fetch_rows
-            ).execute(query)
+            snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
+            result = await snapshot.stream(query.execution_options(yield_per=fetch_rows))
             try:
-                for row in result:
-                    yield stored_event(row)
+                async for rows in result.partitions():
+                    yield [stored_event(row) for row in rows]
             finally:
-                result.close()  # the server-side cursor, before its connection goes back
+                await result.close()  # the server-side cursor, before its connection goes back

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auditlog.errors import Unavailable
 from auditlog.storage.schema import api_keys
@@ -39,22 +40,47 @@ def _key(row: object) -> ApiKey:
     )
 
 
+_ACTIVE = select(api_keys).where(api_keys.c.revoked_at.is_(None))
+_ALL = select(api_keys).order_by(api_keys.c.name)
+_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+class KeyReader:
+    """The keys as every API process reads them (asyncio, reader role)."""
+
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+
+    async def active(self) -> dict[bytes, ApiKey]:
+        """Every key not revoked, by the SHA-256 of its token."""
+        try:
+            async with self._engine.connect() as conn:
+                return {bytes(row.token_hash): _key(row) for row in await conn.execute(_ACTIVE)}
+        except _DOWN as exc:
+            raise Unavailable("the database does not answer; try again shortly") from exc
+
+    async def all(self) -> list[ApiKey]:
+        try:
+            async with self._engine.connect() as conn:
+                return [_key(row) for row in await conn.execute(_ALL)]
+        except _DOWN as exc:
+            raise Unavailable("the database does not answer; try again shortly") from exc
+
+
 class KeyStore:
+    """Keys as the owner changes them (the `auditlog keys` command)."""
+
     def __init__(self, engine: Engine):
         self._engine = engine
 
     def active(self) -> dict[bytes, ApiKey]:
         """Every key not revoked, by the SHA-256 of its token."""
-        query = select(api_keys).where(api_keys.c.revoked_at.is_(None))
-        try:
-            with self._engine.connect() as conn:
-                return {bytes(row.token_hash): _key(row) for row in conn.execute(query)}
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
-            raise Unavailable("the database does not answer; try again shortly") from exc
+        with self._engine.connect() as conn:
+            return {bytes(row.token_hash): _key(row) for row in conn.execute(_ACTIVE)}
 
     def all(self) -> list[ApiKey]:
         with self._engine.connect() as conn:
-            return [_key(row) for row in conn.execute(select(api_keys).order_by(api_keys.c.name))]
+            return [_key(row) for row in conn.execute(_ALL)]
 
     def create(self, key: ApiKey, token_hash: bytes) -> None:
         values = {

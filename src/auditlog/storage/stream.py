@@ -1,85 +1,31 @@
-"""The ingest stream: a Redis Stream with one consumer group of batch writers.
+"""The ingest stream, as the batch writers read it: a Redis Stream with one consumer group.
 
-An entry is added (XADD) before the API answers 202 and removed (XACK + XDEL) only after the
-batch holding it has committed. Between the two it is either waiting or pending for exactly
-one consumer, so a writer that dies leaves its entries pending, to be read again.
+An entry is added (XADD, by the API: storage/stream_append.py) before the API answers 202 and
+removed (XACK + XDEL) only after the batch holding it has committed. Between the two it is
+either waiting or pending for exactly one consumer, so a writer that dies leaves its entries
+pending, to be read again.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 import structlog
 
-from auditlog.errors import NotDurable, Overloaded, Unavailable
-from auditlog.storage.ratelimit import BUCKET_LUA, Bucket, RateLimiter, Throttled
+from auditlog.errors import Unavailable
 
 log = structlog.get_logger("auditlog.stream")
 
 GROUP = "writers"
-# How long an answer to "does this Redis put writes on disk, and how do we wait for it" is
-# trusted before it is asked again (CONFIG SET can change it while Redis runs).
-PERSISTENCE_CHECK_S = 10.0
-
-# The appends of several requests in one round trip (see Coalescer). For each request, in
-# order: spend its sender's rate-limit token (KEYS[1 + i]; no rate given: no limit), check
-# the backlog, append all of its events or none. The answer holds one reply per request: the
-# entry ids, the wait in ms (negated) of an empty bucket, or 0 for a full backlog.
-# ARGV: backlog limit, then per request: request id, rate, burst, n, then its n payloads.
-_APPEND = (
-    BUCKET_LUA
-    + """
-local limit = tonumber(ARGV[1])
-local depth = redis.call('XLEN', KEYS[1])
-local replies = {}
-local at = 2
-for r = 2, #KEYS do
-  local rid, rate, burst, n = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
-  local first = at + 4
-  at = first + n
-  local reply = nil
-  if rate ~= '' then
-    local wait = take(KEYS[r], tonumber(rate), tonumber(burst))
-    if wait > 0 then reply = -wait end
-  end
-  if reply == nil and depth + n > limit then reply = 0 end
-  if reply == nil then
-    reply = {}
-    for i = first, at - 1 do
-      if rid == '' then
-        reply[#reply + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-      else
-        reply[#reply + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'r', rid)
-      end
-    end
-    depth = depth + n
-  end
-  replies[#replies + 1] = reply
-end
-return replies
-"""
-)
-# A group holds whole requests, up to about this many events (one request may hold more).
-GROUP_EVENTS_MAX = 2000
 
 
-@dataclass(eq=False)
-class _Append:
-    """One request's events, waiting to go to Redis with other requests' events."""
-
-    payloads: list[bytes]
-    request_id: str
-    bucket: Bucket | None
-    ready: threading.Event = field(default_factory=threading.Event)
-    leads: bool = False
-    # The entry ids, the script's refusal (an int), or what went wrong.
-    reply: list[bytes] | int | BaseException | None = None
+def dead_key(key: str) -> str:
+    """Where entries that can never be written are set aside."""
+    return f"{key}:dead"
 
 
 @contextmanager
@@ -109,191 +55,13 @@ class DeadLetter:
 
 
 class EventStream:
-    """XADD at the edge; XREADGROUP, XACK/XDEL, XAUTOCLAIM and a dead-letter stream behind."""
+    """XREADGROUP, XACK/XDEL, XAUTOCLAIM and a dead-letter stream: the writers' side."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        key: str,
-        *,
-        backlog_limit: int,
-        buckets: RateLimiter,
-        fsync_timeout_ms: int | None = None,
-    ):
+    def __init__(self, client: redis.Redis, key: str):
         # redis-py types replies as unions of every encoding; the replies are parsed here.
         self._redis: Any = client
         self.key = key
-        self.dead_key = f"{key}:dead"
-        self._backlog_limit = backlog_limit
-        self._buckets = buckets
-        self._append = client.register_script(_APPEND)
-        self._fsync_timeout_ms = fsync_timeout_ms
-        self._persistence: tuple[str, float] | None = None  # (how to wait, when checked)
-        # Requests waiting for a round trip, and whether one is under way (see append).
-        self._group_lock = threading.Lock()
-        self._waiting: list[_Append] = []
-        self._sending = False
-
-    # --- producer side ---------------------------------------------------------------------
-    def append(
-        self,
-        payloads: list[bytes],
-        request_id: str | None = None,
-        bucket: Bucket | None = None,
-    ) -> list[str]:
-        """Add every payload or none; refuse when the backlog would pass its limit, or
-        (Throttled) when `bucket` is empty.
-
-        Returning means Redis holds the entries in memory; how durable that is depends on
-        Redis's own persistence (appendonly, see docs/DESIGN.md). Built with
-        fsync_timeout_ms, returning means Redis has them on disk (fsynced), and NotDurable
-        means they are queued but that was not confirmed in time.
-
-        Concurrent calls (the threads of one API process) share round trips: the first
-        caller sends its own events and those of every caller that arrives meanwhile wait
-        for the next round trip, sent by the first of them (group commit). Each request is
-        still all or nothing, refused or throttled on its own; at one request at a time
-        nothing waits. A round trip costs the API process and Redis far more CPU than the
-        events in it, so under load this is most of the ingest path's cost.
-        """
-        mine = _Append(payloads, request_id or "", bucket)
-        with self._group_lock:
-            self._waiting.append(mine)
-            mine.leads = not self._sending
-            self._sending = True
-        if not mine.leads:
-            mine.ready.wait()  # for the reply, or to lead the next round trip
-        if mine.leads:
-            self._send_next_group()
-        return self._answer(mine)
-
-    def _send_next_group(self) -> None:
-        """Send the waiting requests (the caller's first) and wake their callers; hand the
-        lead to the first of those that arrived meanwhile."""
-        with self._group_lock:
-            size = count = 0
-            for waiting in self._waiting:
-                if count and size + len(waiting.payloads) > GROUP_EVENTS_MAX:
-                    break
-                size += len(waiting.payloads)
-                count += 1
-            group, self._waiting = self._waiting[:count], self._waiting[count:]
-        try:
-            self._send(group)
-        except Exception as exc:  # every caller in the group gets it, not only this one
-            for request in group:
-                if request.reply is None:
-                    request.reply = exc
-        finally:
-            with self._group_lock:
-                successor = self._waiting[0] if self._waiting else None
-                if successor is None:
-                    self._sending = False
-                else:
-                    successor.leads = True
-            for sent in group:
-                sent.leads = False
-                sent.ready.set()
-            if successor is not None:
-                successor.ready.set()
-
-    def _send(self, group: list[_Append]) -> None:
-        """One script call for the group; each request gets its own reply."""
-        keys = [self.key]
-        args: list[Any] = [self._backlog_limit]
-        for request in group:
-            bucket = request.bucket
-            keys.append(self._buckets.key(bucket.name) if bucket else self.key)
-            limit = (bucket.rate_per_s, bucket.burst) if bucket else ("", "")
-            args += [request.request_id, *limit, len(request.payloads), *request.payloads]
-        unconfirmed: str | None = None
-        try:
-            if self._fsync_timeout_ms is None:
-                replies = self._append(keys=keys, args=args)
-            else:
-                replies, unconfirmed = self._append_fsynced(keys, args, self._fsync_timeout_ms)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            for request in group:
-                request.reply = Unavailable(f"the event queue (Redis) does not answer: {exc}")
-            return
-        for request, reply in zip(group, replies, strict=True):
-            if unconfirmed is not None and isinstance(reply, list):
-                request.reply = NotDurable(unconfirmed)
-            else:
-                request.reply = reply
-
-    def _answer(self, request: _Append) -> list[str]:
-        reply = request.reply
-        if isinstance(reply, list):
-            return [i.decode() for i in reply]
-        if isinstance(reply, BaseException):
-            raise reply
-        if isinstance(reply, int) and reply < 0:
-            raise Throttled(-reply / 1000)
-        if reply == 0:
-            # TODO(ops): Retry-After is a constant; derive it from the drain rate and depth.
-            raise Overloaded(f"more than {self._backlog_limit} events are waiting to be written", 5)
-        raise RuntimeError(f"unexpected reply of the append script: {reply!r}")
-
-    def _append_fsynced(
-        self, keys: list[str], args: list[Any], timeout_ms: int
-    ) -> tuple[Any, str | None]:
-        """The script's replies, and why the appended events are not confirmed on disk
-        (None: they are)."""
-        if self._wait_for_disk() == "always":
-            # appendfsync always: Redis writes and fsyncs its AOF before it sends any reply,
-            # so the script's answer is the confirmation.
-            return self._append(keys=keys, args=args), None
-        # WAITAOF waits for this connection's own writes: one pipeline, one connection.
-        with self._redis.pipeline(transaction=False) as pipe:
-            self._append(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
-            replies, fsynced = pipe.execute(raise_on_error=False)
-        if isinstance(replies, Exception):
-            raise replies
-        if isinstance(fsynced, Exception):  # e.g. appendonly switched off meanwhile
-            self._persistence = None
-            return replies, f"the events are queued, but Redis cannot confirm them: {fsynced}"
-        if int(fsynced[0]) < 1:
-            return replies, (
-                f"the events are queued, but Redis did not confirm them on disk within "
-                f"{timeout_ms} ms"
-            )
-        return replies, None
-
-    def _wait_for_disk(self) -> str:
-        """How to know an append is on disk: "waitaof" or "always"; Unavailable if this
-        Redis cannot say (no AOF, or an old Redis that does not fsync every write)."""
-        now = time.monotonic()
-        if self._persistence is not None and now - self._persistence[1] < PERSISTENCE_CHECK_S:
-            return self._persistence[0]
-        if not int(self._redis.info("persistence").get("aof_enabled", 0)):
-            raise self._cannot_confirm("appendonly is off")
-        try:
-            self._redis.execute_command("WAITAOF", 0, 0, 0)  # a no-op where it exists
-            how = "waitaof"
-        except redis.ResponseError as exc:
-            if "unknown command" not in str(exc).lower():
-                raise
-            try:  # Redis < 7.2: only appendfsync always confirms every write
-                policy = self._redis.config_get("appendfsync").get("appendfsync")
-            except redis.ResponseError:  # CONFIG disabled or renamed
-                policy = None
-            if policy != "always":
-                version = self._redis.info("server").get("redis_version", "?")
-                raise self._cannot_confirm(
-                    f"Redis {version} has no WAITAOF (7.2+) and its appendfsync is "
-                    f"{policy or 'unknown'}, not always"
-                ) from None
-            how = "always"
-        self._persistence = (how, now)
-        return how
-
-    @staticmethod
-    def _cannot_confirm(reason: str) -> Unavailable:
-        message = f"AUDITLOG_ACK_FSYNC is set, but {reason}: no event can be confirmed on disk"
-        log.error("cannot confirm events on disk", reason=reason)
-        return Unavailable(message, retry_after_s=5)
+        self.dead_key = dead_key(key)
 
     def depth(self) -> int:
         """Events waiting or being written (acknowledged entries are deleted)."""

@@ -24,8 +24,7 @@ from typing import Any
 
 import orjson
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+import redis.asyncio as aredis
 
 # Ranges kept in `cover`: enough for any plausible reordering of batches between slots.
 MAX_RANGES = 64
@@ -158,8 +157,24 @@ class TailSlice:
     events: list[tuple[int, bytes]]  # (seq, the event's JSON), in the order asked for
 
 
+class _Layout:
+    """The cache's keys under its prefix (see the module's docstring)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.all = f"{prefix}:all"
+        self.cover = f"{prefix}:cover"
+        self.trimmed = f"{prefix}:trimmed"
+
+    def service(self, service: str) -> str:
+        return f"{self.prefix}:svc:{service}"
+
+    def set_for(self, service: str | None) -> str:
+        return self.all if service is None else self.service(service)
+
+
 class TailCache:
-    """Writes committed batches into the tail sets; reads slices of them.
+    """Writes committed batches into the tail sets (the batch writer, after COMMIT).
 
     TODO(scale): a cold cache is not warmed from the database; after a Redis restart the
     tail of a rare service is read from the database until enough of its events arrived.
@@ -172,38 +187,23 @@ class TailCache:
 
     def __init__(self, client: redis.Redis, prefix: str, *, size: int):
         self._redis: Any = client
+        self._keys = _Layout(prefix)
         self.prefix = prefix
         self.size = size
-        self._all = f"{prefix}:all"
-        self._cover = f"{prefix}:cover"
-        self._trimmed = f"{prefix}:trimmed"
         self._record = client.register_script(_RECORD.replace("@MAX_RANGES@", str(MAX_RANGES)))
-        self._read = client.register_script(_READ.replace("@SCAN_PAGE@", str(_SCAN_PAGE)))
-
-    @staticmethod
-    def client_for(url: str, timeout_s: float) -> redis.Redis:
-        """A client that gives up fast and never retries: the database is the retry."""
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
-        )
 
     def service_key(self, service: str) -> str:
-        return f"{self.prefix}:svc:{service}"
+        return self._keys.service(service)
 
     def close(self) -> None:
         self._redis.close()
 
-    # --- write side (the batch writer, after COMMIT) ----------------------------------------
     def record(self, stored: Sequence[dict[str, Any]]) -> None:
         """Add committed events (API form, any order) and mark their seqs as covered."""
         if not stored:
             return
         events = sorted(stored, key=lambda e: e["seq"])
-        keys = [self._all, self._cover, self._trimmed]
+        keys = [self._keys.all, self._keys.cover, self._keys.trimmed]
         index: dict[str, int] = {}
         per_key: dict[int, list[dict[str, Any]]] = {1: []}
         for event in events:
@@ -237,14 +237,25 @@ class TailCache:
         except redis.RedisError as exc:
             raise CacheUnavailable(str(exc)) from exc
 
-    # --- read side (the API) ----------------------------------------------------------------
-    def newest(
+
+class TailReader:
+    """Reads slices of the tail sets (the API, asyncio): one script call each."""
+
+    def __init__(self, client: aredis.Redis, prefix: str):
+        self._redis: Any = client
+        self._keys = _Layout(prefix)
+        self._read = client.register_script(_READ.replace("@SCAN_PAGE@", str(_SCAN_PAGE)))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def newest(
         self, service: str | None, *, limit: int, type_exact: str | None, type_prefix: str | None
     ) -> TailSlice | None:
         """The newest matching events of the trusted range, newest first; None if cold."""
-        return self._slice(service, "newest", limit, type_exact, type_prefix, after=-1)
+        return await self._slice(service, "newest", limit, type_exact, type_prefix, after=-1)
 
-    def after(
+    async def after(
         self,
         service: str | None,
         after: int,
@@ -258,9 +269,9 @@ class TailCache:
         `exhausted` is False and `events` empty when the cache cannot vouch for every event
         after `after` (its range starts later, or trimming reached past it).
         """
-        return self._slice(service, "after", limit, type_exact, type_prefix, after=after)
+        return await self._slice(service, "after", limit, type_exact, type_prefix, after=after)
 
-    def _slice(
+    async def _slice(
         self,
         service: str | None,
         mode: str,
@@ -270,13 +281,13 @@ class TailCache:
         *,
         after: int,
     ) -> TailSlice | None:
-        key = self._all if service is None else self.service_key(service)
+        key = self._keys.set_for(service)
         try:
-            reply = self._read(
-                keys=[key, self._cover, self._trimmed],
+            reply = await self._read(
+                keys=[key, self._keys.cover, self._keys.trimmed],
                 args=[mode, limit, type_exact or "", type_prefix or "", after],
             )
-        except redis.RedisError as exc:
+        except (redis.RedisError, OSError) as exc:
             raise CacheUnavailable(str(exc)) from exc
         if not reply:
             return None
@@ -292,11 +303,11 @@ class TailCache:
             else [],
         )
 
-    def head(self) -> int | None:
+    async def head(self) -> int | None:
         """The last seq of the trusted range: the newest event the cache vouches for."""
         try:
-            top = self._redis.zrevrange(self._cover, 0, 0, withscores=True)
-        except redis.RedisError as exc:
+            top = await self._redis.zrevrange(self._keys.cover, 0, 0, withscores=True)
+        except (redis.RedisError, OSError) as exc:
             raise CacheUnavailable(str(exc)) from exc
         return int(top[0][1]) if top else None
 

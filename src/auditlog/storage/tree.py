@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auditlog.canonical import stored_event
 from auditlog.errors import Unavailable
@@ -17,6 +18,14 @@ from auditlog.integrity.heads import TreeHead
 from auditlog.integrity.merkle import NodeKey, base_range, fold, frontier_keys
 
 _HEAD_COLUMNS = "tree_size, root_hash, timestamp, signature"
+_LATEST_HEAD_SQL = f"SELECT {_HEAD_COLUMNS} FROM tree_heads ORDER BY tree_size DESC LIMIT 1"  # noqa: S608
+_HEAD_SQL = f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tree_size = %s"  # noqa: S608
+_DOWN = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    psycopg.OperationalError,
+)
 _EVENT_SELECT = (
     "SELECT occurred_at, id, seq, received_at, type, service, publisher, action, outcome,"
     " actor, subject, context, data, leaf_hash FROM events"
@@ -37,41 +46,40 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _fetch_base(
-    cur: psycopg.Cursor[Any], level: int, ranges: list[tuple[int, int]]
-) -> dict[int, bytes]:
-    """Stored hashes of one stored level over index ranges: leaves (level 0) or strata."""
+_LEAVES_SQL = (
+    # Range conditions, so each chunk's seq index is scanned once per range.
+    # TODO(scale): events is chunked by occurred_at, so every chunk's seq index is probed
+    # (a few dozen a month); keep leaf hashes in a table keyed by seq when that shows.
+    "SELECT seq, leaf_hash FROM events, unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
+    " WHERE seq >= r.lo AND seq < r.hi"
+)
+_STRATUM_SQL = (
+    "SELECT node_index, hash FROM merkle_nodes, unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
+    " WHERE level = %s AND node_index >= r.lo AND node_index < r.hi"
+)
+Plan = dict[NodeKey, tuple[int, int, int]]
+
+
+def _base_query(level: int, ranges: list[tuple[int, int]]) -> tuple[str, tuple[Any, ...]]:
+    """The query for stored hashes of one stored level over index ranges: leaves (level 0)
+    or strata."""
     los, his = [r[0] for r in ranges], [r[1] for r in ranges]
     if level == 0:
-        # Range conditions, so each chunk's seq index is scanned once per range.
-        # TODO(scale): events is chunked by occurred_at, so every chunk's seq index is probed
-        # (a few dozen a month); keep leaf hashes in a table keyed by seq when that shows.
-        cur.execute(
-            "SELECT seq, leaf_hash FROM events, unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
-            " WHERE seq >= r.lo AND seq < r.hi",
-            (los, his),
-        )
-    else:
-        cur.execute(
-            "SELECT node_index, hash FROM merkle_nodes,"
-            " unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
-            " WHERE level = %s AND node_index >= r.lo AND node_index < r.hi",
-            (los, his, level),
-        )
-    return {index: bytes(h) for index, h in cur.fetchall()}
+        return _LEAVES_SQL, (los, his)
+    return _STRATUM_SQL, (los, his, level)
 
 
-def fetch_nodes(cur: psycopg.Cursor[Any], keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
-    """Hashes of the given (level, index) nodes, each folded from the stored nodes below it.
-
-    Every node costs one bounded range of at most 2^(STRATUM-1) stored rows, fetched with
-    the others of its level in one query.
-    """
+def plan_nodes(keys: Collection[NodeKey]) -> tuple[Plan, dict[int, list[tuple[int, int]]]]:
+    """For each wanted node, the stored range it folds from; and per stored level, the merged
+    ranges to fetch (one query per level)."""
     plan = {key: base_range(*key) for key in keys}
     wanted: dict[int, list[tuple[int, int]]] = {}
     for base, lo, hi in plan.values():
         wanted.setdefault(base, []).append((lo, hi))
-    stored = {level: _fetch_base(cur, level, _merge(ranges)) for level, ranges in wanted.items()}
+    return plan, {level: _merge(ranges) for level, ranges in wanted.items()}
+
+
+def fold_nodes(plan: Plan, stored: dict[int, dict[int, bytes]]) -> dict[NodeKey, bytes]:
     found: dict[NodeKey, bytes] = {}
     for key, (base, lo, hi) in plan.items():
         try:
@@ -81,6 +89,32 @@ def fetch_nodes(cur: psycopg.Cursor[Any], keys: Collection[NodeKey]) -> dict[Nod
                 f"stored node ({base}, {exc.args[0]}) is missing, needed for node {key}"
             ) from None
     return found
+
+
+def fetch_nodes(cur: psycopg.Cursor[Any], keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
+    """Hashes of the given (level, index) nodes, each folded from the stored nodes below it.
+
+    Every node costs one bounded range of at most 2^(STRATUM-1) stored rows, fetched with
+    the others of its level in one query.
+    """
+    plan, wanted = plan_nodes(keys)
+    stored: dict[int, dict[int, bytes]] = {}
+    for level, ranges in wanted.items():
+        cur.execute(*_base_query(level, ranges))
+        stored[level] = {index: bytes(h) for index, h in cur.fetchall()}
+    return fold_nodes(plan, stored)
+
+
+async def fetch_nodes_async(
+    cur: psycopg.AsyncCursor[Any], keys: Collection[NodeKey]
+) -> dict[NodeKey, bytes]:
+    """fetch_nodes on an asyncio cursor (the API's proofs)."""
+    plan, wanted = plan_nodes(keys)
+    stored: dict[int, dict[int, bytes]] = {}
+    for level, ranges in wanted.items():
+        await cur.execute(*_base_query(level, ranges))
+        stored[level] = {index: bytes(h) for index, h in await cur.fetchall()}
+    return fold_nodes(plan, stored)
 
 
 def frontier_hashes(cur: psycopg.Cursor[Any], size: int) -> list[bytes]:
@@ -109,23 +143,18 @@ class TreeStore:
                 with raw.cursor() as cur:
                     yield cur
                 conn.rollback()
-        except (
-            sa_exc.OperationalError,
-            sa_exc.InterfaceError,
-            sa_exc.TimeoutError,
-            psycopg.OperationalError,
-        ) as exc:
+        except _DOWN as exc:
             raise Unavailable("the database does not answer; try again shortly") from exc
 
     def latest_head(self) -> TreeHead | None:
         with self._cursor() as cur:
-            cur.execute(f"SELECT {_HEAD_COLUMNS} FROM tree_heads ORDER BY tree_size DESC LIMIT 1")  # noqa: S608
+            cur.execute(_LATEST_HEAD_SQL)
             row = cur.fetchone()
         return None if row is None else _head(row)
 
     def head(self, size: int) -> TreeHead | None:
         with self._cursor() as cur:
-            cur.execute(f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tree_size = %s", (size,))  # noqa: S608
+            cur.execute(_HEAD_SQL, (size,))
             row = cur.fetchone()
         return None if row is None else _head(row)
 
@@ -151,6 +180,41 @@ class TreeStore:
             assert raw is not None
             yield LogSnapshot(raw)
             conn.rollback()
+
+
+class TreeReader:
+    """The tree as the API reads it (asyncio): signed heads and the nodes of proofs."""
+
+    def __init__(self, reader: AsyncEngine):
+        self._reader = reader
+
+    @asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+        try:
+            async with self._reader.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                async with driver.cursor() as cur:
+                    yield cur
+        except _DOWN as exc:
+            raise Unavailable("the database does not answer; try again shortly") from exc
+
+    async def latest_head(self) -> TreeHead | None:
+        async with self._cursor() as cur:
+            await cur.execute(_LATEST_HEAD_SQL)
+            row = await cur.fetchone()
+        return None if row is None else _head(row)
+
+    async def head(self, size: int) -> TreeHead | None:
+        async with self._cursor() as cur:
+            await cur.execute(_HEAD_SQL, (size,))
+            row = await cur.fetchone()
+        return None if row is None else _head(row)
+
+    async def nodes(self, keys: Collection[NodeKey]) -> dict[NodeKey, bytes]:
+        async with self._cursor() as cur:
+            return await fetch_nodes_async(cur, keys)
 
 
 class LogSnapshot:

@@ -8,7 +8,7 @@ import structlog
 from celery import bootsteps
 from prometheus_client import start_http_server
 
-from auditlog.metrics import Exposition, QueueCollector, clear_metrics_dir
+from auditlog.metrics import Exposition, LiveQueueCollector, clear_metrics_dir
 from auditlog.runtime import event_stream, redis_client
 from auditlog.settings import SettingsError
 from auditlog.tasks.celery import AuditlogCelery
@@ -39,7 +39,7 @@ def register(app: AuditlogCelery) -> None:
                 return
             exposition = Exposition(
                 settings.metrics_dir,
-                [QueueCollector(event_stream(settings, redis_client(settings)))],
+                [LiveQueueCollector(event_stream(settings, redis_client(settings)))],
             )
             self._server, _ = start_http_server(
                 settings.worker_metrics_port,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -20,13 +21,13 @@ class KeyTable:
         self.keys = keys
         self.loads = 0
 
-    def active(self) -> dict[bytes, ApiKey]:
+    async def active(self) -> dict[bytes, ApiKey]:
         self.loads += 1
         return dict(self.keys)
 
 
 class NoLimits:
-    def take(self, name: str, rate_per_s: float, burst: int) -> float:
+    async def take(self, bucket: object) -> float:
         return 0.0
 
 
@@ -57,8 +58,8 @@ class TestTokens:
 
 
 class TestAuthenticate:
-    def test_the_right_token_is_the_key(self):
-        principal = authenticator(KeyTable({token_hash(TOKEN): KEY})).authenticate(
+    async def test_the_right_token_is_the_key(self):
+        principal = await authenticator(KeyTable({token_hash(TOKEN): KEY})).authenticate(
             f"Bearer {TOKEN}"
         )
         assert (principal.name, principal.scope) == ("ops", Scope.ADMIN)
@@ -76,12 +77,12 @@ class TestAuthenticate:
             "",
         ],
     )
-    def test_anything_else_is_unauthorized(self, header: str):
+    async def test_anything_else_is_unauthorized(self, header: str):
         with pytest.raises(Unauthorized) as refused:
-            authenticator(KeyTable({token_hash(TOKEN): KEY})).authenticate(header)
+            await authenticator(KeyTable({token_hash(TOKEN): KEY})).authenticate(header)
         assert TOKEN not in str(refused.value)
 
-    def test_only_digests_are_compared(self):
+    async def test_only_digests_are_compared(self):
         # What could leak through timing is a comparison of secret-derived bytes: the only
         # one is the table's lookup, of the token's SHA-256, which an attacker cannot steer
         # byte by byte towards a stored digest. The token itself is never compared.
@@ -93,35 +94,48 @@ class TestAuthenticate:
                 return super().get(key, default)
 
         class Table(KeyTable):
-            def active(self) -> dict[bytes, ApiKey]:
+            async def active(self) -> dict[bytes, ApiKey]:
                 return Recording(self.keys)
 
         checker = authenticator(Table({token_hash(TOKEN): KEY}))
-        checker.authenticate(f"Bearer {TOKEN}")
+        await checker.authenticate(f"Bearer {TOKEN}")
         with pytest.raises(Unauthorized):
-            checker.authenticate(f"Bearer {TOKEN}x")
+            await checker.authenticate(f"Bearer {TOKEN}x")
         assert looked_up[0] == token_hash(TOKEN)
         assert all(isinstance(k, bytes) and len(k) == 32 for k in looked_up)
         assert token_hash(f"{TOKEN}x") in looked_up
 
-    def test_no_token_is_kept_only_hashes(self):
+    async def test_no_token_is_kept_only_hashes(self):
         table = KeyTable({token_hash(TOKEN): KEY})
         checker = authenticator(table)
-        checker.authenticate(f"Bearer {TOKEN}")
+        await checker.authenticate(f"Bearer {TOKEN}")
         assert TOKEN not in repr(vars(checker))
-        assert set(checker._active()) == {token_hash(TOKEN)}
+        assert set(await checker._active()) == {token_hash(TOKEN)}
 
-    def test_an_unknown_token_reloads_at_most_every_tenth_of_a_second(self):
+    async def test_an_unknown_token_reloads_at_most_every_tenth_of_a_second(self):
         now = [0.0]
         table = KeyTable({token_hash(TOKEN): KEY})
         checker = authenticator(table, now)
-        checker.authenticate(f"Bearer {TOKEN}")
+        await checker.authenticate(f"Bearer {TOKEN}")
         for _ in range(50):
             with pytest.raises(Unauthorized):
-                checker.authenticate("Bearer alk_nobody")
+                await checker.authenticate("Bearer alk_nobody")
         assert table.loads == 1
         now[0] = auth.MISS_RELOAD_S
         late = new_token()
         table.keys[token_hash(late)] = ApiKey("late", "read")
-        assert checker.authenticate(f"Bearer {late}").name == "late"
+        assert (await checker.authenticate(f"Bearer {late}")).name == "late"
         assert table.loads == 2
+
+    async def test_a_stale_copy_answers_while_one_reload_runs(self):
+        now = [0.0]
+        table = KeyTable({token_hash(TOKEN): KEY})
+        checker = authenticator(table, now)
+        await checker.authenticate(f"Bearer {TOKEN}")
+        now[0] = 5.0  # past ttl_s: the next request starts a reload and does not wait
+        del table.keys[token_hash(TOKEN)]
+        assert (await checker.authenticate(f"Bearer {TOKEN}")).name == "ops"
+        await asyncio.sleep(0)  # the reload runs
+        assert table.loads == 2
+        with pytest.raises(Unauthorized):  # revoked: refused once the copy is reloaded
+            await checker.authenticate(f"Bearer {TOKEN}")

@@ -6,14 +6,20 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from auditlog.services import envelope
 from auditlog.services.envelope import (
     Limits,
     check_event,
     cloudevent_field,
     cloudevent_id,
     from_cloudevent,
+    suspect,
 )
 from tests import factories
 
@@ -188,3 +194,48 @@ class TestCloudEvents:
     )
     def test_errors_are_named_by_attribute(self, field: str, attribute: str):
         assert cloudevent_field(field) == attribute
+
+
+class TestSuspect:
+    """`suspect` lets ingest skip the walk through every value: it must never skip a body
+    the walk would refuse."""
+
+    LIMITS = Limits(max_string_chars=100, max_depth=6)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b'{"data": {"x": "\\u0000"}}',
+            b'{"data": {"x": "' + b"y" * 101 + b'"}}',
+            b'{"data": {"a": {"b": {"c": {"d": {"e": 1}}}}}}',
+            b'{"data": {"n": 9007199254740993}}',
+            b'{"data": {"f": 1e400}}',
+        ],
+    )
+    def test_what_the_walk_finds_is_suspect(self, body: bytes):
+        assert suspect(body, self.LIMITS)
+
+    def test_a_plain_event_is_not(self):
+        assert not suspect(orjson.dumps(valid()), Limits())
+
+    @given(
+        data=st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers(min_value=-(2**60), max_value=2**60)
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(max_size=120),
+            lambda children: (
+                st.lists(children, max_size=3)
+                | st.dictionaries(st.text(max_size=120), children, max_size=3)
+            ),
+            max_leaves=12,
+        )
+    )
+    @hypothesis_settings(max_examples=300, deadline=None)
+    def test_never_skips_what_the_walk_refuses(self, data: Any):
+        raw = valid(data={"v": data})
+        body = orjson.dumps(raw)
+        walked = list(envelope._walk(raw["data"], "data", 2, self.LIMITS))
+        if walked:
+            assert suspect(body, self.LIMITS), walked

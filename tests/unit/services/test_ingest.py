@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
+import falcon.asgi
 import orjson
 import pytest
 from falcon import testing
@@ -23,7 +24,7 @@ class UnconfirmedStream:
     def __init__(self) -> None:
         self.queued: list[bytes] = []
 
-    def append(
+    async def append(
         self, payloads: list[bytes], request_id: str | None = None, bucket: object = None
     ) -> list[str]:
         self.queued += payloads
@@ -31,23 +32,23 @@ class UnconfirmedStream:
 
 
 class TestNotConfirmed:
-    def test_the_ids_of_the_queued_events_are_given_back(self):
+    async def test_the_ids_of_the_queued_events_are_given_back(self):
         stream = UnconfirmedStream()
         ingest = IngestService(stream, Limits(), max_events=10)  # type: ignore[arg-type]
         sent = factories.events(2)
         del sent[1]["id"]  # the server assigns this one: the client needs to be told it
         with pytest.raises(NotDurable) as raised:
-            ingest.submit(orjson.dumps(sent), EnvelopeFormat.NATIVE)
+            await ingest.submit(orjson.dumps(sent), EnvelopeFormat.NATIVE)
         queued = [orjson.loads(p)["id"] for p in stream.queued]
         assert raised.value.ids == queued
         assert queued[0] == sent[0]["id"]
 
     def test_answered_503_with_the_ids_and_retry_after(self):
         class Refusing:
-            def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+            async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
                 raise NotDurable("not confirmed", ids=["a", "b"])
 
-        app = falcon.App()
+        app = falcon.asgi.App()
         app.add_route("/", Refusing())
         app.add_error_handler(AuditlogError, _handle_domain_error)  # type: ignore[arg-type]
         result: Any = testing.TestClient(app).simulate_post("/")

@@ -5,16 +5,48 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from auditlog.errors import InvalidQuery
 from auditlog.services.queries import MAX_BUCKETS, Cursor, bucket_starts, parse_width
 
+KEY = b"server-key"
+
+
+def altered(token: str, **changes: object) -> str:
+    """The cursor with fields changed and its MAC kept: what a client might try."""
+    body, _, mac = token.partition(".")
+    fields = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    fields.update(changes)
+    return base64.urlsafe_b64encode(orjson.dumps(fields)).rstrip(b"=").decode() + "." + mac
+
 
 class TestCursor:
     def test_round_trip(self):
         cursor = Cursor("asc", datetime(2026, 1, 1, 0, 0, 0, 7, tzinfo=UTC), 42, 100, "abc")
-        assert Cursor.decode(cursor.encode()) == cursor
+        assert Cursor.decode(cursor.encode(KEY), KEY) == cursor
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"s": 41},
+            {"s": 10**9},
+            {"n": 10**12},
+            {"o": "desc"},
+            {"q": "other"},
+            {"t": "2025-01-01T00:00:00.000000Z"},
+        ],
+    )
+    def test_a_changed_field_is_refused(self, changes: dict[str, object]):
+        token = Cursor("asc", datetime(2026, 1, 1, tzinfo=UTC), 42, 100, "abc").encode(KEY)
+        with pytest.raises(InvalidQuery, match="not a cursor this server issued"):
+            Cursor.decode(altered(token, **changes), KEY)
+
+    def test_another_servers_key_is_refused(self):
+        token = Cursor("asc", datetime(2026, 1, 1, tzinfo=UTC), 42, 100, "abc").encode(KEY)
+        with pytest.raises(InvalidQuery, match="cursor"):
+            Cursor.decode(token, b"another key")
 
     @pytest.mark.parametrize(
         "token",
@@ -23,7 +55,7 @@ class TestCursor:
             "!!!",
             base64.urlsafe_b64encode(b"[]").decode(),
             base64.urlsafe_b64encode(b'{"v":2}').decode(),
-            Cursor("asc", datetime(2026, 1, 1, tzinfo=UTC), 1, 2, "q").encode()[:-3],
+            Cursor("asc", datetime(2026, 1, 1, tzinfo=UTC), 1, 2, "q").encode(KEY)[:-3],
             base64.urlsafe_b64encode(
                 b'{"v":1,"o":"asc","t":"2026-01-01T00:00:00Z","s":"1","n":2,"q":"x"}'
             ).decode(),
@@ -31,7 +63,7 @@ class TestCursor:
     )
     def test_garbage_is_refused(self, token: str):
         with pytest.raises(InvalidQuery, match="cursor"):
-            Cursor.decode(token)
+            Cursor.decode(token, KEY)
 
 
 class TestWidth:

@@ -1,4 +1,4 @@
-"""gunicorn's target: `gunicorn auditlog.wsgi:app`. Nothing else."""
+"""gunicorn's target: `gunicorn -k <uvicorn worker> auditlog.asgi:app`. Nothing else."""
 
 from auditlog.app import create_app
 from auditlog.log import configure_logging

@@ -1,1 +1,0 @@
-"""auditlog: an append-only, tamper-evident audit trail for microservices."""
