@@ -8,6 +8,7 @@ from typing import ClassVar
 import falcon
 import falcon.asgi
 
+from auditlog.controllers.conditional import matches
 from auditlog.errors import NotFound
 from auditlog.viewer import SECURITY_HEADERS, ViewerBundle
 
@@ -30,8 +31,7 @@ class ViewerResource:
         resp.set_headers(SECURITY_HEADERS)
         resp.set_header("Cache-Control", found.cache_control)
         resp.etag = found.etag
-        # If-None-Match compares weakly (RFC 9110 §13.1.2): the opaque tags, W/ or not.
-        if any(tag in ("*", found.etag) for tag in req.if_none_match or ()):
+        if matches(req.if_none_match, found.etag):
             resp.status = falcon.HTTP_304
             return
         resp.content_type = found.media_type
