@@ -31,7 +31,7 @@ from sqlalchemy import Engine, create_engine, text
 from auditlog.settings import Settings
 from tests import factories
 from tests.browser import PageWatch, launch
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, wait_for
 from tests.integration.conftest import PUBLIC_KEY, create_key, wait_stored
 from tests.topology import ApiInstance, NginxProcess, free_port
 
@@ -102,19 +102,36 @@ class Stack:
         assert answer.status_code == 202, answer.text
         return list(answer.json()["ids"])
 
+    def follow_status(self) -> int:
+        """The status of a follow stream opened (and closed at once) with the auditor's key:
+        503 while the one follower a key may have here is taken."""
+        with requests.get(
+            self.nginx.url("/v1/events/tail"),
+            params={"follow": "true", "service": f"{SERVICE}-probe"},
+            headers={"Authorization": f"Bearer {self.reader}"},
+            stream=True,
+            timeout=10,
+        ) as answer:
+            return answer.status_code
+
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, worker: WorkerProcess, logs_dir: Path) -> Iterator[Stack]:
     """nginx and a gunicorn instance as `make run` has them, over the session's log and worker."""
-    # Room for the hostile event's 100 KiB string.
     own = settings.model_copy(
-        update={"max_string_chars": 110_000, "max_data_bytes": 200_000, "max_event_bytes": 400_000}
+        update={
+            # Room for the hostile event's 100 KiB string.
+            "max_string_chars": 110_000,
+            "max_data_bytes": 200_000,
+            "max_event_bytes": 400_000,
+            # One follower per key (in the instance's one worker): whether the page's
+            # follower is still held is then a 503 or a 200 for the next one.
+            "follow_max_per_key": 1,
+        }
     )
     with contextlib.ExitStack() as cleanup:
-        api = ApiInstance(own, logs_dir, f"viewer-api-{RUN}")
-        # A follower whose browser left is noticed at its next heartbeat (15 s): no need to
-        # wait for it here.
-        cleanup.callback(api.stop, timeout=3)
+        api = ApiInstance(own, logs_dir, f"viewer-api-{RUN}", workers=1)
+        cleanup.callback(api.stop)
         api.start()
         nginx = NginxProcess(own, [api.address, api.address], f"127.0.0.1:{free_port()}", logs_dir)
         cleanup.callback(nginx.remove)
@@ -476,8 +493,24 @@ class TestLive:
         assert page.locator(f'#events tr[data-id="{elsewhere}"]').count() == 0
         assert rows(page)[0]["id"] == posted
         page.screenshot(path=screenshots / "viewer-live.png")
+        assert stack.follow_status() == 503  # the page holds its key's one follower
         page.uncheck("#live")
         assert page.get_attribute("#live-state", "data-state") == "off"
+        # Live off ends the stream: the API notices the client gone and frees the follower
+        # (long before its next heartbeat, 15 s, would have).
+        wait_for(
+            lambda: stack.follow_status() == 200, timeout=5, interval=0.2, what="the follower freed"
+        )
+
+    def test_leaving_the_page_frees_its_follower(self, page: Page, stack: Stack):
+        open_viewer(page, stack, service=f"{SERVICE}-live")
+        page.check("#live")
+        page.wait_for_selector('#live-state[data-state="live"]')
+        assert stack.follow_status() == 503
+        page.goto("about:blank")  # the auditor goes elsewhere, Live still on
+        wait_for(
+            lambda: stack.follow_status() == 200, timeout=5, interval=0.2, what="the follower freed"
+        )
 
 
 class TestExport:
