@@ -83,6 +83,7 @@ class Stack:
     nginx: NginxProcess
     admin: str
     reader: str
+    writer: str
     owner: Engine
     superuser: Engine
     ids: list[str] = field(default_factory=list)  # the 250, as posted
@@ -146,6 +147,7 @@ def stack(settings: Settings, worker: WorkerProcess, logs_dir: Path) -> Iterator
             nginx=nginx,
             admin=create_key(own, f"viewer-admin-{RUN}", "admin"),
             reader=create_key(own, f"viewer-auditor-{RUN}", "read"),
+            writer=create_key(own, f"viewer-producer-{RUN}", "write", SERVICE),
             owner=owner,
             superuser=superuser,
         )
@@ -320,6 +322,21 @@ class TestSignIn:
         # The token went in Authorization headers only: in no URL, so in no access log.
         assert not [url for url in watch.requests if stack.reader in url]
         assert not [line for line in stack.nginx.access_lines() if stack.reader in str(line)]
+
+    def test_an_error_names_nginx_request_id(self, page: Page, stack: Stack, watch: PageWatch):
+        """A key that may not read: the page says why, with the id nginx gave the request
+        (the one every log line of it carries); the page sends no request id of its own."""
+        watch.expect_console(r"status of 403")
+        page.goto(stack.url({"token": stack.writer}))
+        page.wait_for_selector("#status.error")
+        shown = page.text_content("#status") or ""
+        assert shown.startswith("Forbidden: "), shown
+        found = re.search(r"\(request ([0-9a-f]{32})\)$", shown)
+        assert found, shown
+        (line,) = [line for line in stack.nginx.access_lines() if line["request_id"] == found[1]]
+        assert line["status"] == 403
+        assert line["uri"].startswith(("/v1/events?", "/v1/stats/buckets?"))
+        assert line["client_request_id"] == ""
 
 
 class TestSearch:

@@ -4,12 +4,19 @@
 import { token } from './session.js';
 
 export class ApiError extends Error {
-  constructor(status, title, description, retryAfter) {
+  constructor(status, title, description, retryAfter, requestId) {
     super(description ? `${title}: ${description}` : title);
     this.status = status;
     this.title = title;
     this.description = description;
     this.retryAfter = retryAfter;
+    this.requestId = requestId;
+  }
+
+  /** The message and the request's id: nginx names every request, and the access log, the
+   * API's and the writer's logs all carry that id, so an operator finds it by this. */
+  get reported() {
+    return this.requestId ? `${this.message} (request ${this.requestId})` : this.message;
   }
 }
 
@@ -50,5 +57,6 @@ export async function errorOf(answer) {
     // Not the API's JSON (a proxy's page): the status says enough.
   }
   const retryAfter = Number(answer.headers.get('Retry-After')) || undefined;
-  return new ApiError(answer.status, title, description, retryAfter);
+  const requestId = answer.headers.get('X-Request-ID') || undefined;
+  return new ApiError(answer.status, title, description, retryAfter, requestId);
 }

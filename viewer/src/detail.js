@@ -102,7 +102,7 @@ async function runVerify() {
     outcome = 'failed';
     let reason;
     if (error instanceof VerifyFailure) reason = error.message;
-    else if (error instanceof ApiError) reason = `the server answered ${error.status} (${error.message})`;
+    else if (error instanceof ApiError) reason = `the server answered ${error.status} (${error.reported})`;
     else reason = `the check could not run: ${error?.message ?? error}`;
     message = `Not verified: ${reason}`;
   }

@@ -106,7 +106,7 @@ function handle(error) {
     session.signOut();
     showSignIn('The API refused this token (unknown, revoked or expired): sign in again.');
   } else {
-    say(error.message ?? String(error), { error: true });
+    say(error instanceof ApiError ? error.reported : error.message ?? String(error), { error: true });
   }
 }
 
