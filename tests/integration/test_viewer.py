@@ -1,7 +1,7 @@
 """The auditors' viewer in a real browser (Debian's Chromium, driven by Playwright) against the
 real stack: nginx and a gunicorn instance from deploy/ over the session's log and worker.
 
-Screenshots of the main views are written to VIEWER_SCREENSHOTS (`make viewer-screenshots`:
+Screenshots of the main views are written to VIEWER_SCREENSHOTS (`make screenshots`:
 docs/), else to pytest's temporary directory.
 """
 
