@@ -1,5 +1,14 @@
 # One image for every auditlog program: the API (gunicorn), the worker and Flower (celery),
 # and the one-shot migration; docker-compose.yml picks the command.
+
+# The auditors' viewer, built from its pinned npm packages; only viewer/dist goes on.
+FROM node:20-slim AS viewer
+WORKDIR /viewer
+COPY viewer/package.json viewer/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY viewer ./
+RUN npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,6 +24,8 @@ RUN pip install '.[serve]'
 COPY alembic.ini ./
 COPY migrations ./migrations
 COPY deploy ./deploy
+# The viewer's build (the API serves it at /viewer/; AUDITLOG_VIEWER_DIR defaults to it).
+COPY --from=viewer /viewer/dist ./viewer/dist
 
 # The worker's pool processes keep their Prometheus values here (PROMETHEUS_MULTIPROC_DIR).
 # The key volumes are mounted on these directories; a new volume takes their owner.

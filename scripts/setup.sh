@@ -33,6 +33,37 @@ if [ "$(dpkg-query -W -f='${Status}\n' $GO_PACKAGES 2>/dev/null | grep -c '^inst
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $GO_PACKAGES >/dev/null
 fi
 
+# Debian's Chromium: the browser the viewer's tests drive (Playwright cannot download one
+# here). Only the binary is used, headless.
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium (the viewer's browser tests)"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+    chromium >/dev/null
+fi
+
+# The viewer (viewer/): its npm packages as package-lock.json pins them, built by vite into
+# viewer/dist, which the API serves at /viewer/. Each step is skipped when its inputs are
+# unchanged (stamps: node_modules/.lock-sha256, dist/.built-from).
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
+  echo "setup: the viewer's build needs Node.js >= 20.19 and npm (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+lock_sum=$(sha256sum viewer/package-lock.json | cut -d' ' -f1)
+if [ "$(cat viewer/node_modules/.lock-sha256 2>/dev/null)" != "$lock_sum" ]; then
+  log "installing the viewer's npm packages (npm ci)"
+  (cd viewer && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" >viewer/node_modules/.lock-sha256
+fi
+sources_sum=$(cd viewer && find index.html vite.config.js package-lock.json src public -type f -print0 \
+  | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(cat viewer/dist/.built-from 2>/dev/null)" != "$sources_sum" ]; then
+  log "building the viewer (vite build into viewer/dist)"
+  (cd viewer && npm run --silent build -- --logLevel warn)
+  echo "$sources_sum" >viewer/dist/.built-from
+fi
+
 PYTHON="${PYTHON:-python3}"
 stamp=.venv/.installed
 want=$(cat pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)

@@ -33,11 +33,13 @@ from auditlog.controllers.middleware import Authentication, RequestContext, Utf8
 from auditlog.controllers.stats import BucketsResource
 from auditlog.controllers.streaming import RECEIVE
 from auditlog.controllers.tail import ExportResource, TailResource
+from auditlog.controllers.viewer import ViewerResource
 from auditlog.metrics import Exposition, QueueCollector
 from auditlog.openapi import build_openapi
 from auditlog.runtime import ApiRuntime
 from auditlog.services.health import ReadinessService
 from auditlog.settings import Settings
+from auditlog.viewer import ViewerBundle
 
 log = structlog.get_logger("auditlog.http")
 
@@ -193,6 +195,11 @@ def create_app(settings: Settings, *, runtime: ApiRuntime | None = None) -> App:
     tile = PublicHashTileResource if public else HashTileResource
     app.add_route("/v1/log/tile/{level}/{index:path}", tile(runtime.tiles))
     app.add_route("/v1/keys", KeysResource(runtime.keys))
+    viewer = ViewerResource(
+        ViewerBundle.load(settings.viewer_dir, public_key=settings.viewer_public_key)
+    )
+    app.add_route("/viewer", viewer)
+    app.add_route("/viewer/{asset:path}", viewer)
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(readiness))
     app.add_route("/openapi.json", OpenApiResource(build_openapi(settings)))

@@ -767,6 +767,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
+            **_viewer_paths(),
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
@@ -871,6 +872,48 @@ def _log_paths(settings: Settings) -> dict[str, Any]:
                     ),
                     "500": damaged,
                     "503": _error("The database does not answer; see Retry-After."),
+def _viewer_paths() -> dict[str, Any]:
+    """/viewer/: the auditors' viewer, static files (auditlog.viewer); no key, no parameters."""
+    cached = {"description": "Not modified: the If-None-Match tag is the file's ETag."}
+    return {
+        "/viewer": {
+            "get": {
+                "operationId": "viewer",
+                "summary": "The auditors' viewer (an HTML page that asks for a key or a "
+                "viewer token itself). Served with a strict Content-Security-Policy.",
+                "responses": {
+                    "200": {
+                        "description": "index.html (Cache-Control: no-cache, ETag)",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "304": cached,
+                    "404": _error("The viewer is not built (scripts/setup.sh builds it)."),
+                },
+            }
+        },
+        "/viewer/{asset}": {
+            "get": {
+                "operationId": "viewerAsset",
+                "summary": "A file of the built viewer; hashed names under assets/ are "
+                "immutable (cached for a year), the others revalidated.",
+                "parameters": [
+                    {
+                        "name": "asset",
+                        "in": "path",
+                        "required": True,
+                        "description": "The file's path within the built viewer, e.g. "
+                        "`assets/index-3fa2b1c0.js`.",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file, with its own media type.",
+                        "content": {"*/*": {"schema": {"type": "string"}}},
+                    },
+                    "304": cached,
+                    "400": _error("The path is not valid UTF-8."),
+                    "404": _error("The built viewer has no such file."),
                 },
             }
         },

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import socket
 from collections.abc import Mapping
@@ -41,6 +43,11 @@ class SettingsError(Exception):
 def _default_migrations_dir() -> Path:
     checkout = Path(__file__).resolve().parents[2] / "migrations"
     return checkout if checkout.is_dir() else Path.cwd() / "migrations"
+
+
+def _default_viewer_dir() -> Path:
+    checkout = Path(__file__).resolve().parents[2] / "viewer" / "dist"
+    return checkout if checkout.is_dir() else Path.cwd() / "viewer" / "dist"
 
 
 class Settings(BaseModel):
@@ -161,6 +168,12 @@ class Settings(BaseModel):
     export_max_per_process: int = Field(default=4, ge=1)  # more exports get 503
     export_max_per_key: int = Field(default=2, ge=1)  # per key and process: a key's share
 
+    # The auditors' viewer at /viewer/: the built files (scripts/setup.sh builds viewer/
+    # into viewer/dist), and the log's public key pinned in its configuration (base64 of the
+    # raw 32 bytes, as /v1/integrity/public-key gives it): Verify then refuses another key.
+    viewer_dir: Path = Field(default_factory=_default_viewer_dir)
+    viewer_public_key: str = ""
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     migrations_dir: Path = Field(default_factory=_default_migrations_dir)
@@ -169,6 +182,18 @@ class Settings(BaseModel):
     @classmethod
     def _parses_as_url(cls, value: str) -> str:
         make_url(value)
+        return value
+
+    @field_validator("viewer_public_key")
+    @classmethod
+    def _is_a_public_key(cls, value: str) -> str:
+        if value:
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except binascii.Error:
+                raise ValueError("is not standard base64") from None
+            if len(raw) != 32:
+                raise ValueError(f"is {len(raw)} bytes; an Ed25519 public key is 32")
         return value
 
     @classmethod

@@ -85,8 +85,12 @@ class TestFiles:
                     assert (ROOT / path).is_file(), (name, path)
 
     def test_dockerfile_copies_what_exists(self):
-        for line in (ROOT / "Dockerfile").read_text().splitlines():
-            if line.startswith("COPY "):
+        text = (ROOT / "Dockerfile").read_text()
+        stages = set(re.findall(r"^FROM \S+ AS (\S+)$", text, re.MULTILINE))
+        for line in text.splitlines():
+            if line.startswith("COPY --from="):  # from a build stage of this Dockerfile
+                assert line.split()[1].removeprefix("--from=") in stages, line
+            elif line.startswith("COPY "):
                 for source in line.split()[1:-1]:
                     assert (ROOT / source).exists(), source
 

@@ -106,6 +106,10 @@ class TestMakeRun:
                     return False
 
             wait_for(up, timeout=60, interval=0.5, what=f"the topology up (log {log_path})")
+            # The auditors' viewer is served through nginx, as the README says.
+            viewer = requests.get(f"{base}/viewer/", timeout=5)
+            assert viewer.status_code == 200
+            assert "default-src 'self'" in viewer.headers["Content-Security-Policy"]
 
             # Producers keep posting while the whole thing is stopped.
             accepted: list[str] = []

@@ -17,9 +17,28 @@ import falcon.asgi
 RECEIVE = "auditlog.receive"
 
 
+# How long a cancelled chunk is given to end before it is cancelled again (see _stop).
+RECANCEL_S = 0.05
+
+
 async def _gone(receive: Any) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def _stop(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait until it has ended.
+
+    One cancellation is not always enough: Python 3.11's asyncio.wait_for, which redis-py's
+    asyncio client wraps around every command it sends, returns the inner result instead of
+    raising when the cancellation lands just as that result arrives. The stream would then
+    run on to its next chunk (a follower's heartbeat, 15 s later), holding its slot. So the
+    task is cancelled again until it ends (CPython gh-86296; 3.12's wait_for loses none).
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait((task,), timeout=RECANCEL_S)
+    await asyncio.gather(task, return_exceptions=True)  # its outcome, retrieved
 
 
 class UntilGone:
@@ -42,8 +61,7 @@ class UntilGone:
         await asyncio.wait((chunk, self._watch), return_when=asyncio.FIRST_COMPLETED)
         if chunk.done():
             return bytes(chunk.result())  # StopAsyncIteration ends the stream
-        chunk.cancel()
-        await asyncio.gather(chunk, return_exceptions=True)
+        await _stop(chunk)
         raise StopAsyncIteration
 
     async def close(self) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 import falcon
 import falcon.asgi
 
+from auditlog.controllers.conditional import matches
 from auditlog.controllers.streaming import UntilGone, stream_headers
 from auditlog.errors import InvalidQuery
 from auditlog.services.auth import Authenticator, Scope
@@ -51,19 +51,11 @@ class TailResource:
         req.context.results = len(answer.events)
         resp.etag = answer.etag
         resp.set_header("Cache-Control", "no-cache")
-        if _matches(req.if_none_match, answer.etag):
+        if matches(req.if_none_match, answer.etag):
             resp.status = falcon.HTTP_304
             return
         resp.content_type = falcon.MEDIA_JSON
         resp.data = b'{"events":[' + b",".join(answer.events) + b"]}"
-
-
-def _matches(if_none_match: Sequence[str] | None, etag: str) -> bool:
-    """Weak comparison (RFC 9110 §13.1.2): the opaque tags are equal, W/ or not."""
-    if not if_none_match:
-        return False
-    opaque = etag.removeprefix("W/").strip('"')
-    return any(tag == "*" or str(tag) == opaque for tag in if_none_match)
 
 
 class ExportResource:
