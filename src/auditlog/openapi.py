@@ -650,6 +650,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                 },
             },
             **_log_paths(settings),
+            **_viewer_paths(),
             "/v1/events/tail": {
                 "get": {
                     "operationId": "tailEvents",
@@ -767,7 +768,6 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
-            **_viewer_paths(),
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
@@ -872,6 +872,12 @@ def _log_paths(settings: Settings) -> dict[str, Any]:
                     ),
                     "500": damaged,
                     "503": _error("The database does not answer; see Retry-After."),
+                },
+            }
+        },
+    }
+
+
 def _viewer_paths() -> dict[str, Any]:
     """/viewer/: the auditors' viewer, static files (auditlog.viewer); no key, no parameters."""
     cached = {"description": "Not modified: the If-None-Match tag is the file's ETag."}
