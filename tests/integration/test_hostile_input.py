@@ -43,7 +43,8 @@ GET_ENDPOINTS: dict[str, dict[str, str]] = {
     "/v1/events": {},
     f"/v1/events/{EVENT_ID}": {},
     "/v1/events/tail": {},
-    "/v1/events/export": {},
+    # A narrow range: every spelling would otherwise stream the session's whole log.
+    "/v1/events/export": {"since": "2026-01-01T00:00:00Z", "until": "2026-01-01T00:00:01Z"},
     "/v1/stats/buckets": {"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"},
     f"/v1/events/{EVENT_ID}/proof": {},
     "/v1/integrity/tree-head": {},
