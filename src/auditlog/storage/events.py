@@ -324,7 +324,9 @@ class EventReader:
                 )
                 .where(*where)
                 .group_by(text("1"), text("2"), text("3"))
-                .order_by(text("1"))
+                # One order for one answer: by bucket, then the kept groups by name, then
+                # the rest (two runs of a query give the same rows in the same order).
+                .order_by(text("1"), text("3 DESC"), text("2 ASC NULLS LAST"))
             )
             return BucketCounts(
                 [(row.start, row.key, bool(row.kept), int(row.n)) for row in rows],
