@@ -1,7 +1,7 @@
 """gunicorn settings for one API instance (`gunicorn -c deploy/gunicorn.conf.py auditlog.asgi:app`).
 
-The bind address comes from the command line (-b); GUNICORN_WORKERS and GUNICORN_THREADS
-override the counts. Each instance keeps its Prometheus values in its own directory
+The bind address comes from the command line (-b); GUNICORN_WORKERS overrides the number of
+worker processes. Each instance keeps its Prometheus values in its own directory
 (PROMETHEUS_MULTIPROC_DIR; a fresh temporary one when unset), which /metrics adds up.
 """
 
@@ -22,11 +22,11 @@ from uvicorn_worker import UvicornWorker  # noqa: E402
 
 
 class Worker(UvicornWorker):
-    """uvicorn's worker on uvloop and httptools (docs/DESIGN.md, "Serving": measured against
-    sync and gthread workers). The app decides which proxy it trusts for the client's
-    address (AUDITLOG_TRUSTED_PROXIES, X-Real-IP), so uvicorn's own X-Forwarded-For handling
-    is off; nginx keeps its connections open (keep-alive), uvicorn's own access log is off
-    (nginx's has every request, with the same request id)."""
+    """uvicorn's worker on uvloop and httptools (docs/DESIGN.md, "Operations": one event
+    loop per process). The app decides which proxy it trusts for the client's address
+    (AUDITLOG_TRUSTED_PROXIES, X-Real-IP), so uvicorn's own X-Forwarded-For handling is off;
+    nginx keeps its connections open (keep-alive); uvicorn's own access log is off (nginx's
+    has every request, with the same request id)."""
 
     CONFIG_KWARGS = {  # noqa: RUF012 - uvicorn_worker's own class attribute
         "loop": "uvloop",
@@ -52,8 +52,8 @@ graceful_timeout = 20
 # Longer than nginx's upstream keepalive_timeout (60 s): nginx closes idle connections first,
 # so it never sends a request on a connection gunicorn is closing.
 keepalive = 75
-# The app writes one structured line per request, with the request id; gunicorn's own
-# access log would repeat it without.
+# nginx's access log has every request, with its request id; the app logs what needs a look
+# (4xx, 5xx, slow requests).
 accesslog = None
 errorlog = "-"
 loglevel = "warning"

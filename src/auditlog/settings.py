@@ -64,7 +64,7 @@ class Settings(BaseModel):
     # A superuser connection, used only by `auditlog setup-db` to create the database,
     # the owner role and the extension.
     admin_database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    db_pool_size: int = Field(default=6, ge=1)  # = gunicorn threads per process
+    db_pool_size: int = Field(default=6, ge=1)  # queries one API process runs at once
     db_statement_timeout_ms: int = Field(default=30_000, ge=100)
     # The API's reads: a query that runs longer is cancelled and answered 422 (narrow it).
     read_statement_timeout_ms: int = Field(default=10_000, ge=100)

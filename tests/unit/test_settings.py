@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import ClassVar
+
 import pytest
 
 from auditlog.settings import Settings, SettingsError
@@ -91,3 +94,57 @@ class TestFromEnv:
             Settings.from_env({"AUDITLOG_TAIL_SIZE": "0"})
         with pytest.raises(SettingsError, match="AUDITLOG_FOLLOW_MAX_S"):
             Settings.from_env({"AUDITLOG_FOLLOW_MAX_S": "0"})
+
+
+class TestReadme:
+    """The README's settings table is what operators read: every setting is in it, with the
+    default the code has."""
+
+    # Rows that name several variables at once, or the library's own variable.
+    GROUPED: ClassVar[dict[str, str]] = {
+        "writer_password": "_WRITER_PASSWORD",
+        "reader_password": "_READER_PASSWORD",
+        "redis_writer_password": "`_WRITER_`",
+        "redis_broker_password": "`_BROKER_`",
+        "redis_flower_password": "`_FLOWER_PASSWORD`",
+        "flower_password": "AUDITLOG_FLOWER_PASSWORD",
+        "metrics_dir": "PROMETHEUS_MULTIPROC_DIR",
+    }
+
+    @pytest.fixture
+    def rows(self) -> dict[str, str]:
+        """First column (the variables) -> second (the default) of the table's rows."""
+        readme = (Path(__file__).parents[2] / "README.md").read_text()
+        rows = {}
+        for line in readme.splitlines():
+            cells = [cell.strip() for cell in line.split("|")[1:-1]]
+            if len(cells) == 3 and cells[0].startswith("`AUDITLOG_"):
+                rows[cells[0]] = cells[1]
+        return rows
+
+    def test_every_setting_is_documented(self, rows):
+        names = " ".join(rows)
+        missing = [
+            name
+            for name in Settings.model_fields
+            if f"`AUDITLOG_{name.upper()}`" not in names
+            and self.GROUPED.get(name, "\0") not in names + " PROMETHEUS_MULTIPROC_DIR"
+        ]
+        assert not missing, f"settings missing from README's table: {missing}"
+
+    def test_documented_defaults_are_the_code_defaults(self, rows):
+        wrong = {}
+        for name, field in Settings.model_fields.items():
+            default = rows.get(f"`AUDITLOG_{name.upper()}`", "")
+            if not default.startswith("`") or field.default is None:
+                continue
+            said = default.split("`")[1]
+            if isinstance(field.default, bool):
+                same = said == str(field.default).lower()
+            elif isinstance(field.default, int | float):
+                same = float(said) == field.default
+            else:
+                same = said == str(field.default)
+            if not same:
+                wrong[name] = (said, field.default)
+        assert not wrong, f"README defaults differ from the code's: {wrong}"
