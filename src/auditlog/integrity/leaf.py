@@ -12,6 +12,7 @@ characters from U+E000 up). tests/unit/integrity/test_leaf.py checks the two agr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import orjson
@@ -109,6 +110,23 @@ def leaf_hash(document: Mapping[str, Any]) -> bytes:
     return hash_leaf(canonical_bytes(document))
 
 
+def value_bytes(value: Any) -> bytes:
+    """RFC 8785 bytes of one JSON value."""
+    if type(value) is str or _plain(value):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(_prepare(value), option=orjson.OPT_SORT_KEYS)
+    except _NeedsReference:
+        return rfc8785.dumps(_as_doubles(value))
+
+
+@cache
+def _member_name(key: str) -> bytes:
+    if not key.isascii():
+        raise ValueError(f"a top-level key must be ASCII: {key!r}")
+    return orjson.dumps(key) + b":"
+
+
 def seq_parts(document: Mapping[str, Any]) -> tuple[bytes, bytes]:
     """The canonical bytes of a document's members before and after `seq`.
 
@@ -116,9 +134,16 @@ def seq_parts(document: Mapping[str, Any]) -> tuple[bytes, bytes]:
     batches), then `leaf_for_seq` completes the leaf in about a microsecond. Top-level keys
     are ASCII, so code-point order is RFC 8785's UTF-16 order.
     """
-    before = {k: v for k, v in document.items() if k < "seq"}
-    after = {k: v for k, v in document.items() if k > "seq" and k != "leaf_hash"}
-    return canonical_bytes(before), canonical_bytes(after)
+    return seq_parts_of({k: value_bytes(v) for k, v in document.items()})
+
+
+def seq_parts_of(members: Mapping[str, bytes]) -> tuple[bytes, bytes]:
+    """`seq_parts` from each member's RFC 8785 bytes (`value_bytes`), so that the writer
+    serializes each value once and keeps the bytes for its COPY columns too."""
+    keys = sorted(k for k in members if k not in ("seq", "leaf_hash"))
+    before = b",".join(_member_name(k) + members[k] for k in keys if k < "seq")
+    after = b",".join(_member_name(k) + members[k] for k in keys if k > "seq")
+    return b"{" + before + b"}", b"{" + after + b"}"
 
 
 def leaf_for_seq(before: bytes, after: bytes, seq: int) -> bytes:

@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from auditlog.canonical import event_document
 from auditlog.integrity.heads import b64
-from auditlog.integrity.leaf import leaf_for_seq, seq_parts
+from auditlog.integrity.leaf import leaf_for_seq, seq_parts_of, value_bytes
 
 # The COPY column order; the line below is built in exactly this order.
 COPY_COLUMNS = (
@@ -56,8 +54,9 @@ def _text(value: str | None) -> str:
     return value
 
 
-def _json(value: Any) -> str:
-    return _NULL if value is None else _text(orjson.dumps(value).decode())
+def _json(value: Any, canonical: bytes) -> str:
+    """A JSON column: the value's canonical bytes (JSONB keeps no key order anyway)."""
+    return _NULL if value is None else _text(canonical.decode())
 
 
 @dataclass(slots=True)
@@ -76,8 +75,9 @@ class PreparedEvent:
     @classmethod
     def of(cls, event: dict[str, Any]) -> PreparedEvent:
         document = event_document(event, 0)
-        without_seq = {k: v for k, v in document.items() if k != "seq"}
-        before, after = seq_parts(without_seq)
+        # Each value serialized once: the leaf's canonical bytes and the JSON columns.
+        members = {k: value_bytes(v) for k, v in document.items() if k != "seq"}
+        before, after = seq_parts_of(members)
         d = document
         return cls(
             id=d["id"],
@@ -96,10 +96,7 @@ class PreparedEvent:
                     _text(d["publisher"]),
                     _text(d["action"]),
                     _text(d["outcome"]),
-                    _json(d["actor"]),
-                    _json(d["subject"]),
-                    _json(d["context"]),
-                    _json(d["data"]),
+                    *(_json(d[k], members[k]) for k in ("actor", "subject", "context", "data")),
                     "\\\\x",  # bytea in hex, its backslash escaped for COPY
                 )
             ),
